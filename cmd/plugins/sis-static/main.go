@@ -1,0 +1,39 @@
+// Command sis-static serves the static resource-graph SystemInformationService
+// plugin (package pkg/plugins/sis/static) as an external OpenKCM plugin. It
+// enables plugin-sdk's protovalidate input interceptor, so requests violating
+// the proto rules (id/type shorter than 3) are refused with InvalidArgument
+// before they reach the implementation (which checks them too).
+//
+//	plugins:
+//	  - name: APEIRO_RESOURCE_GRAPH
+//	    type: SystemInformationService
+//	    path: /etc/plugins/system-information/sis-static
+//	    yamlConfiguration: |
+//	      resources:
+//	        - {type: region, id: eu-central, metadata: {audiences: "cmk,apeiro-webhook"}}
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/openkcm/plugin-sdk/pkg/plugin"
+	systeminformationv1 "github.com/openkcm/plugin-sdk/proto/plugin/systeminformation/v1"
+	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
+
+	pluginoption "github.com/openkcm/plugin-sdk/api/plugin-option"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/sis/static"
+)
+
+func main() {
+	p := static.New()
+	if err := plugin.ServeOptions(
+		pluginoption.WithPluginServer(systeminformationv1.SystemInformationServicePluginServer(p)),
+		pluginoption.WithServiceServer(configv1.ConfigServiceServer(p)),
+		pluginoption.EnableInputValidation(),
+	); err != nil {
+		fmt.Fprintf(os.Stderr, "sis-static: %v\n", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,138 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
+)
+
+// Labels the mutating webhook stamps on Tenants (derived from the immutable spec) so that a live, indexed query can
+// confirm "has children / has shadows" before a delete even when the informer has not caught up yet.
+const (
+	ParentLabel   = "cmk.apeiro.io/parent"
+	ShadowOfLabel = "cmk.apeiro.io/shadow-of"
+)
+
+// ErrNoTenant means a namespace is not assigned to any tenant.
+var ErrNoTenant = errors.New("namespace has no tenant")
+
+// Directory answers "who owns what" from the in-memory hierarchy model, with a single live read on a miss so that
+// objects created a moment ago (not yet seen by the informers) are found. It never writes to the API server.
+type Directory struct {
+	Model *hierarchy.Model
+	// Cached reads namespaces (a cached client: namespaces change rarely).
+	Cached client.Reader
+	// Live reads straight from the API server on a model miss; nil disables the fallback (tests).
+	Live client.Reader
+	// MaxDepth bounds the ancestor chain loaded on a miss.
+	MaxDepth int
+}
+
+// TenantOfNamespace returns the tenant a namespace is assigned to by its cmk.apeiro.io/tenant label.
+func (d *Directory) TenantOfNamespace(ctx context.Context, name string) (string, error) {
+	var ns corev1.Namespace
+	err := d.Cached.Get(ctx, client.ObjectKey{Name: name}, &ns)
+	if apierrors.IsNotFound(err) && d.Live != nil {
+		err = d.Live.Get(ctx, client.ObjectKey{Name: name}, &ns)
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading namespace %q: %w", name, err)
+	}
+	t := ns.Labels[cmkv1.TenantLabel]
+	if t == "" {
+		return "", ErrNoTenant
+	}
+	return t, nil
+}
+
+// EnsureTenant makes sure tenant id and its ancestors / shadow target are in the model, reading them live on a miss.
+// A tenant that does not exist is not an error: the model's own checks report it precisely.
+func (d *Directory) EnsureTenant(ctx context.Context, id string) error {
+	limit := d.MaxDepth + 2
+	if limit < 3 {
+		limit = hierarchy.DefaultMaxDepth + 2
+	}
+	for i := 0; id != "" && i < limit; i++ {
+		t, ok := d.Model.Tenant(id)
+		if !ok {
+			if d.Live == nil {
+				return nil
+			}
+			var obj cmkv1.Tenant
+			if err := d.Live.Get(ctx, client.ObjectKey{Name: id}, &obj); err != nil {
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
+				return fmt.Errorf("reading tenant %q: %w", id, err)
+			}
+			t = TenantFromObject(&obj)
+			d.Model.UpsertTenant(t)
+		}
+		if t.ShadowOf != "" {
+			id = t.ShadowOf
+		} else {
+			id = t.Parent
+		}
+	}
+	return nil
+}
+
+// EnsureAccount makes sure the account and its owner's chain are in the model.
+func (d *Directory) EnsureAccount(ctx context.Context, key hierarchy.AccountKey) error {
+	owner, ok := d.Model.AccountOwner(key)
+	if !ok && d.Live != nil {
+		var obj cmkv1.Account
+		err := d.Live.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name}, &obj)
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err != nil:
+			return fmt.Errorf("reading account %s/%s: %w", key.Namespace, key.Name, err)
+		}
+		owner = obj.Labels[cmkv1.TenantLabel]
+		if owner == "" {
+			return nil // an unowned account (written while the webhook was down) is never referencable
+		}
+		d.Model.UpsertAccount(key, owner)
+	}
+	if owner == "" {
+		return nil
+	}
+	return d.EnsureTenant(ctx, owner)
+}
+
+// LiveDependents lists, live, up to limit children and up to limit shadows of tenant id. It backs the model's
+// delete check when the informer may lag behind a create that happened a moment ago.
+func (d *Directory) LiveDependents(ctx context.Context, id string, limit int64) (children, shadows []string, err error) {
+	if d.Live == nil {
+		return nil, nil, nil
+	}
+	list := func(label string) ([]string, error) {
+		var l cmkv1.TenantList
+		if err := d.Live.List(ctx, &l, client.MatchingLabels{label: id}, client.Limit(limit)); err != nil {
+			return nil, fmt.Errorf("listing dependents of tenant %q: %w", id, err)
+		}
+		names := make([]string, 0, len(l.Items))
+		for i := range l.Items {
+			names = append(names, l.Items[i].Name)
+		}
+		return names, nil
+	}
+	if children, err = list(ParentLabel); err != nil {
+		return nil, nil, err
+	}
+	shadows, err = list(ShadowOfLabel)
+	return children, shadows, err
+}
+
+// TenantFromObject converts the API object to the hierarchy model's view.
+func TenantFromObject(t *cmkv1.Tenant) hierarchy.Tenant {
+	return hierarchy.Tenant{ID: t.Name, Type: hierarchy.Type(t.Spec.Type), Parent: t.Spec.Parent, ShadowOf: t.Spec.ShadowOf}
+}

@@ -1,0 +1,212 @@
+// Package pluginbacked answers the admission webhook's policy questions with OpenKCM plugins: the region/audience
+// policy from the System Information Service plugin (FR-4.2) and L1 key reachability from keystore operations
+// plugins (FR-3.3). Answers are cached so that the admission hot path rarely waits on a plugin, and a plugin outage
+// falls back to the last known answer where one exists.
+package pluginbacked
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	commonv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/common/v1"
+	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
+	sisv1 "github.com/openkcm/plugin-sdk/proto/plugin/systeminformation/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/apeirora/apeiro-cmk/pkg/admission"
+	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+)
+
+// SISClient is the one SystemInformationService call the region policy makes.
+type SISClient interface {
+	Get(ctx context.Context, in *sisv1.GetRequest, opts ...grpc.CallOption) (*sisv1.GetResponse, error)
+}
+
+// RegionType is the SIS resource type of Platform Mesh regions; metadata key AudiencesKey lists the audiences
+// allowed in the region (comma-separated; absent = any).
+const (
+	RegionType   = "region"
+	AudiencesKey = "audiences"
+)
+
+type regionAnswer struct {
+	known     bool
+	audiences []string // nil = any
+	at        time.Time
+}
+
+// RegionPolicy implements admission.RegionPolicy with SIS lookups of type "region".
+type RegionPolicy struct {
+	SIS SISClient
+	TTL time.Duration // default 1 min
+
+	mu    sync.Mutex
+	cache map[string]regionAnswer
+}
+
+// CheckRegion implements admission.RegionPolicy.
+func (p *RegionPolicy) CheckRegion(ctx context.Context, region string, audiences []string) error {
+	a, err := p.lookup(ctx, region)
+	if err != nil {
+		return err
+	}
+	if !a.known {
+		return &admission.PolicyError{Field: "spec.region", Msg: fmt.Sprintf("region %q is not a Platform Mesh region (unknown to the system information service)", region)}
+	}
+	if a.audiences == nil {
+		return nil
+	}
+	for _, aud := range audiences {
+		if !slices.Contains(a.audiences, aud) {
+			return &admission.PolicyError{Field: "spec.oidcProvider.audiences", Msg: fmt.Sprintf("audience %q is not allowed in region %q", aud, region)}
+		}
+	}
+	return nil
+}
+
+func (p *RegionPolicy) lookup(ctx context.Context, region string) (regionAnswer, error) {
+	ttl := p.TTL
+	if ttl <= 0 {
+		ttl = time.Minute
+	}
+	p.mu.Lock()
+	if p.cache == nil {
+		p.cache = map[string]regionAnswer{}
+	}
+	cached, ok := p.cache[region]
+	p.mu.Unlock()
+	if ok && time.Since(cached.at) < ttl {
+		return cached, nil
+	}
+	// SIS ids need at least 3 characters (protovalidate); shorter regions cannot exist there.
+	if len(region) < 3 {
+		return regionAnswer{known: false}, nil
+	}
+	resp, err := p.SIS.Get(ctx, &sisv1.GetRequest{Id: region, Type: RegionType})
+	var a regionAnswer
+	switch {
+	case err == nil:
+		a = regionAnswer{known: true, at: time.Now()}
+		if v, ok := resp.GetMetadata()[AudiencesKey]; ok {
+			a.audiences = []string{}
+			for _, s := range strings.Split(v, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					a.audiences = append(a.audiences, s)
+				}
+			}
+		}
+	case status.Code(err) == codes.NotFound:
+		a = regionAnswer{known: false, at: time.Now()}
+	default:
+		if ok { // stale answer beats no answer during an outage
+			return cached, nil
+		}
+		return regionAnswer{}, fmt.Errorf("asking the system information service about region %q: %w", region, err)
+	}
+	p.mu.Lock()
+	p.cache[region] = a
+	p.mu.Unlock()
+	return a, nil
+}
+
+// KeyOpsClient is the one keystore operations call the prober makes.
+type KeyOpsClient interface {
+	GetKey(ctx context.Context, in *operationsv1.GetKeyRequest, opts ...grpc.CallOption) (*operationsv1.GetKeyResponse, error)
+}
+
+// KeyProber implements admission.KeyProber with GetKey on the keystore plugin named for the Account's keystore.
+type KeyProber struct {
+	// Client returns the operations client for a keystore type (e.g. "aws" → the AWS plugin); an error means no
+	// plugin serves that keystore.
+	Client func(keystore cmkv1.KeystoreType) (KeyOpsClient, error)
+	// InstanceConfig returns the keystore instance configuration for the Account (region, auth references).
+	InstanceConfig func(a *cmkv1.Account) (*structpb.Struct, error)
+	// TTL of positive answers (default 30 s): a key that answered is not asked again on every write.
+	TTL time.Duration
+
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+// ErrNoPlugin is returned when no keystore plugin serves an Account's keystore type.
+var ErrNoPlugin = errors.New("no keystore plugin serves this keystore")
+
+// ProbeKey implements admission.KeyProber.
+func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
+	ttl := p.TTL
+	if ttl <= 0 {
+		ttl = 30 * time.Second
+	}
+	cfg := &structpb.Struct{}
+	if p.InstanceConfig != nil {
+		var err error
+		if cfg, err = p.InstanceConfig(a); err != nil {
+			return fmt.Errorf("building keystore configuration: %w", err)
+		}
+	}
+	// The cache key includes the instance configuration (namespace, credentials): a key that answered with one
+	// Account's credentials says nothing about another Account naming the same key ID with other credentials.
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encoding keystore configuration: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	id := string(a.Spec.Keystore) + "\x00" + a.Spec.Region + "\x00" + a.Spec.KeyRef + "\x00" + string(sum[:])
+	p.mu.Lock()
+	at, ok := p.seen[id]
+	p.mu.Unlock()
+	if ok && time.Since(at) < ttl {
+		return nil
+	}
+	c, err := p.Client(a.Spec.Keystore)
+	if err != nil {
+		return fmt.Errorf("%w (%s): %v", ErrNoPlugin, a.Spec.Keystore, err)
+	}
+	_, err = c.GetKey(ctx, &operationsv1.GetKeyRequest{Parameters: &operationsv1.RequestParameters{
+		Config: &commonv1.KeystoreInstanceConfig{Values: cfg},
+		KeyId:  a.Spec.KeyRef,
+	}})
+	switch {
+	case err == nil:
+		p.mu.Lock()
+		if p.seen == nil {
+			p.seen = map[string]time.Time{}
+		}
+		p.seen[id] = time.Now()
+		p.mu.Unlock()
+		return nil
+	case status.Code(err) == codes.NotFound:
+		return fmt.Errorf("%w: %s", admission.ErrKeyNotFound, status.Convert(err).Message())
+	default:
+		return fmt.Errorf("keystore %s: %s", a.Spec.Keystore, status.Convert(err).Message())
+	}
+}
+
+// InstanceConfig is the keystore instance configuration handed to a keystore plugin for an Account: its region and
+// the references it authenticates with. It never contains secret values; plugins resolve references themselves.
+func InstanceConfig(a *cmkv1.Account) (*structpb.Struct, error) {
+	v := map[string]any{"region": a.Spec.Region, "keyRef": a.Spec.KeyRef, "namespace": a.Namespace}
+	if au := a.Spec.Auth; au != nil {
+		if au.IRSARoleARN != "" {
+			v["roleArn"] = au.IRSARoleARN
+		}
+		if au.OpenBaoRole != "" {
+			v["openBaoRole"] = au.OpenBaoRole
+		}
+		if au.SecretRef != nil {
+			v["secretRef"] = map[string]any{"name": au.SecretRef.Name, "key": au.SecretRef.Key}
+		}
+	}
+	return structpb.NewStruct(v)
+}

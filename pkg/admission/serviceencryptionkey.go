@@ -1,0 +1,118 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
+)
+
+// ValidateServiceEncryptionKey enforces FR-4.3: the referenced Account must belong to the key owner's tenant
+// hierarchy (itself, an ancestor, or a shadow of either; see docs/hierarchy.md). The binding is immutable and the
+// workload identities must be well-formed SPIFFE IDs.
+func (h *Handlers) ValidateServiceEncryptionKey(ctx context.Context, req admission.Request) admission.Response {
+	if r := expectKind(req, cmkv1.GroupVersion.Group, "ServiceEncryptionKey"); r != nil {
+		return *r
+	}
+	if !isWrite(req.Operation) {
+		return admission.Allowed("")
+	}
+	var k cmkv1.ServiceEncryptionKey
+	if err := decode(req.Object.Raw, &k); err != nil {
+		return badRequest("ServiceEncryptionKey: %v", err)
+	}
+	owner, r := h.ownerFor(ctx, "ServiceEncryptionKey", req.Namespace, k.Name, k.Labels, false)
+	if r != nil {
+		return *r
+	}
+	if r := h.requireTenant(ctx, "ServiceEncryptionKey", k.Name, owner); r != nil {
+		return *r
+	}
+	if r := h.authorize(ctx, req, "ServiceEncryptionKey", k.Name, owner, ActionWrite); r != nil {
+		return *r
+	}
+	var errs []FieldError
+	if req.Operation == admissionv1.Update {
+		var old cmkv1.ServiceEncryptionKey
+		if err := decode(req.OldObject.Raw, &old); err != nil {
+			return badRequest("ServiceEncryptionKey (old object): %v", err)
+		}
+		errs = append(errs, immutable("spec.accountRef.name", old.Spec.AccountRef.Name, k.Spec.AccountRef.Name)...)
+		if old.Spec.AccountRef.Namespace != "" {
+			errs = append(errs, immutable("spec.accountRef.namespace", old.Spec.AccountRef.Namespace, k.Spec.AccountRef.Namespace)...)
+		}
+		errs = append(errs, immutable("spec.algorithm", string(old.Spec.Algorithm), string(k.Spec.Algorithm))...)
+	}
+	accNS := k.Spec.AccountRef.Namespace
+	if accNS == "" {
+		accNS = req.Namespace
+	}
+	key := hierarchy.AccountKey{Namespace: accNS, Name: k.Spec.AccountRef.Name}
+	if err := h.Dir.EnsureAccount(ctx, key); err != nil {
+		return errored(http.StatusInternalServerError, "%v", err)
+	}
+	if err := h.Dir.Model.MayReferenceAccount(owner, key); err != nil {
+		fe, ok := ruleErr(err, "spec.accountRef")
+		if !ok {
+			return errored(http.StatusInternalServerError, "checking the account reference: %v", err)
+		}
+		fe.Field = "spec.accountRef"
+		errs = append(errs, fe)
+	}
+	for i, id := range k.Spec.WorkloadIdentities {
+		if err := h.checkSPIFFEID(id); err != nil {
+			errs = append(errs, fieldErr(fmt.Sprintf("spec.workloadIdentities[%d]", i), "A-SPIFFE-ID", "%q: %v", truncate(id), err))
+		}
+	}
+	if len(errs) > 0 {
+		return deny("ServiceEncryptionKey", k.Name, errs...)
+	}
+	return allowed()
+}
+
+// checkSPIFFEID validates a SPIFFE ID per the SPIFFE ID specification: scheme spiffe, a lower-case trust domain of
+// [a-z0-9.-_], a path of non-empty segments of [A-Za-z0-9.-_] that are not "." or "..", no query, fragment, port or
+// user info, at most 2048 bytes.
+func (h *Handlers) checkSPIFFEID(id string) error {
+	const prefix = "spiffe://"
+	if len(id) > 2048 {
+		return fmt.Errorf("longer than 2048 bytes")
+	}
+	if !strings.HasPrefix(id, prefix) {
+		return fmt.Errorf("must start with %s", prefix)
+	}
+	rest := id[len(prefix):]
+	td, path, _ := strings.Cut(rest, "/")
+	if td == "" {
+		return fmt.Errorf("trust domain is empty")
+	}
+	for _, r := range td {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return fmt.Errorf("trust domain has character %q (allowed: a-z 0-9 . - _)", r)
+		}
+	}
+	if len(h.TrustDomains) > 0 && !slices.Contains(h.TrustDomains, td) {
+		return fmt.Errorf("trust domain %q is not trusted", td)
+	}
+	if path == "" {
+		return fmt.Errorf("a workload identity needs a path")
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("path segment %q is not allowed", seg)
+		}
+		for _, r := range seg {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+				return fmt.Errorf("path has character %q (allowed: A-Z a-z 0-9 . - _)", r)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
+)
+
+// Sync keeps the hierarchy model current from informers: Tenants, Accounts (owner = their ownership label) and
+// ServiceEncryptionKeys (which Account each one uses). The model tolerates out-of-order arrival.
+func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) error {
+	add := func(obj client.Object, upsert func(client.Object), remove func(client.Object)) error {
+		inf, err := informers.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("informer for %T: %w", obj, err)
+		}
+		_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: func(o any) {
+				if co, ok := o.(client.Object); ok {
+					upsert(co)
+				}
+			},
+			UpdateFunc: func(_, o any) {
+				if co, ok := o.(client.Object); ok {
+					upsert(co)
+				}
+			},
+			DeleteFunc: func(o any) {
+				if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+					o = d.Obj
+				}
+				if co, ok := o.(client.Object); ok {
+					remove(co)
+				}
+			},
+		})
+		return err
+	}
+	if err := add(&cmkv1.Tenant{},
+		func(o client.Object) { m.UpsertTenant(TenantFromObject(o.(*cmkv1.Tenant))) },
+		func(o client.Object) { m.DeleteTenant(o.GetName()) }); err != nil {
+		return err
+	}
+	if err := add(&cmkv1.Account{},
+		func(o client.Object) {
+			k := hierarchy.AccountKey{Namespace: o.GetNamespace(), Name: o.GetName()}
+			if owner := o.GetLabels()[cmkv1.TenantLabel]; owner != "" {
+				m.UpsertAccount(k, owner)
+			} else {
+				m.DeleteAccount(k)
+			}
+		},
+		func(o client.Object) {
+			m.DeleteAccount(hierarchy.AccountKey{Namespace: o.GetNamespace(), Name: o.GetName()})
+		}); err != nil {
+		return err
+	}
+	return add(&cmkv1.ServiceEncryptionKey{},
+		func(o client.Object) {
+			k := o.(*cmkv1.ServiceEncryptionKey)
+			ns := k.Spec.AccountRef.Namespace
+			if ns == "" {
+				ns = k.Namespace
+			}
+			m.UpsertKey(hierarchy.KeyRef{Namespace: k.Namespace, Name: k.Name}, hierarchy.AccountKey{Namespace: ns, Name: k.Spec.AccountRef.Name})
+		},
+		func(o client.Object) { m.DeleteKey(hierarchy.KeyRef{Namespace: o.GetNamespace(), Name: o.GetName()}) })
+}

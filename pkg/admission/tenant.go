@@ -1,0 +1,170 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/netguard"
+)
+
+// ValidateTenant checks Tenant writes against the hierarchy rules (docs/hierarchy.md), the Platform Mesh region and
+// audience policy, and protects deletes of tenants that still have children or shadows.
+func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) admission.Response {
+	if r := expectKind(req, cmkv1.GroupVersion.Group, "Tenant"); r != nil {
+		return *r
+	}
+	switch req.Operation {
+	case admissionv1.Delete:
+		return h.validateTenantDelete(ctx, req)
+	case admissionv1.Create, admissionv1.Update:
+	default:
+		return admission.Allowed("")
+	}
+	var t cmkv1.Tenant
+	if err := decode(req.Object.Raw, &t); err != nil {
+		return badRequest("Tenant: %v", err)
+	}
+	var errs []FieldError
+	for l, want := range map[string]string{cmkv1.TenantLabel: t.Name, ParentLabel: t.Spec.Parent, ShadowOfLabel: t.Spec.ShadowOf} {
+		if got, ok := t.Labels[l]; ok && got != want {
+			errs = append(errs, fieldErr("metadata.labels["+l+"]", "A-LABEL-MISMATCH", "value %q does not match the spec (%q)", got, want))
+		}
+	}
+	if r := h.authorize(ctx, req, "Tenant", t.Name, t.Name, ActionWrite); r != nil {
+		return *r
+	}
+
+	var old *cmkv1.Tenant
+	if req.Operation == admissionv1.Update {
+		old = &cmkv1.Tenant{}
+		if err := decode(req.OldObject.Raw, old); err != nil {
+			return badRequest("Tenant (old object): %v", err)
+		}
+		errs = append(errs, immutable("spec.type", string(old.Spec.Type), string(t.Spec.Type))...)
+		errs = append(errs, immutable("spec.parent", old.Spec.Parent, t.Spec.Parent)...)
+		errs = append(errs, immutable("spec.shadowOf", old.Spec.ShadowOf, t.Spec.ShadowOf)...)
+	} else {
+		// Load the parent / shadow target chain so the model judges with what the API server holds right now.
+		for _, id := range []string{t.Spec.Parent, t.Spec.ShadowOf} {
+			if err := h.Dir.EnsureTenant(ctx, id); err != nil {
+				return errored(http.StatusInternalServerError, "%v", err)
+			}
+		}
+		if err := h.Dir.Model.ValidateTenant(TenantFromObject(&t)); err != nil {
+			fe, ok := ruleErr(err, "spec")
+			if !ok {
+				return errored(http.StatusInternalServerError, "validating hierarchy: %v", err)
+			}
+			errs = append(errs, fe)
+		}
+	}
+
+	var aud []string
+	if t.Spec.OIDCProvider != nil {
+		aud = t.Spec.OIDCProvider.Audiences
+		errs = append(errs, checkOIDC("spec.oidcProvider", t.Spec.OIDCProvider.Issuer, t.Spec.OIDCProvider.JWKSURI, aud)...)
+	}
+	if old == nil || old.Spec.Region != t.Spec.Region || !slices.Equal(oldAudiences(old), aud) {
+		if fe, r := h.checkRegion(ctx, t.Spec.Region, aud); r != nil {
+			return *r
+		} else if fe != nil {
+			errs = append(errs, *fe)
+		}
+	}
+	if len(errs) > 0 {
+		return deny("Tenant", t.Name, errs...)
+	}
+	return allowed()
+}
+
+func oldAudiences(t *cmkv1.Tenant) []string {
+	if t == nil || t.Spec.OIDCProvider == nil {
+		return nil
+	}
+	return t.Spec.OIDCProvider.Audiences
+}
+
+func (h *Handlers) validateTenantDelete(ctx context.Context, req admission.Request) admission.Response {
+	name := req.Name
+	if r := h.authorize(ctx, req, "Tenant", name, name, ActionDelete); r != nil {
+		return *r
+	}
+	if err := h.Dir.Model.ValidateTenantDelete(name); err != nil {
+		if fe, ok := ruleErr(err, "metadata.name"); ok {
+			return deny("Tenant", name, fe)
+		}
+		return errored(http.StatusInternalServerError, "validating delete: %v", err)
+	}
+	// The informers may not have seen a child created a moment ago: confirm with one indexed live query.
+	children, shadows, err := h.Dir.LiveDependents(ctx, name, 5)
+	if err != nil {
+		return errored(http.StatusInternalServerError, "%v", err)
+	}
+	if len(children) > 0 {
+		return deny("Tenant", name, fieldErr("metadata.name", "H-DELETE-CHILDREN",
+			"tenant %q still has children (%s)", name, strings.Join(children, ", ")))
+	}
+	if len(shadows) > 0 {
+		return deny("Tenant", name, fieldErr("metadata.name", "H-DELETE-SHADOWS",
+			"tenant %q is still the target of shadows (%s)", name, strings.Join(shadows, ", ")))
+	}
+	return allowed()
+}
+
+// checkRegion asks the region policy; a definitive "no" is a field error, a failure to ask is an errored response
+// (the failure policy decides).
+func (h *Handlers) checkRegion(ctx context.Context, region string, aud []string) (*FieldError, *admission.Response) {
+	err := h.Regions.CheckRegion(ctx, region, aud)
+	if err == nil {
+		return nil, nil
+	}
+	var pe *PolicyError
+	if errors.As(err, &pe) {
+		fe := fieldErr(pe.Field, "A-REGION", "%s", pe.Msg)
+		return &fe, nil
+	}
+	r := errored(http.StatusServiceUnavailable, "checking region %q: %v", region, err)
+	return nil, &r
+}
+
+// checkOIDC validates a tenant's identity provider URLs: they are fetched by the identity plugin, so the same
+// outbound rules as for tenant webhooks apply.
+func checkOIDC(field, issuer, jwks string, audiences []string) []FieldError {
+	var errs []FieldError
+	if _, err := netguard.CheckURL(issuer); err != nil {
+		errs = append(errs, fieldErr(field+".issuer", "A-URL", "%q is refused: %v", truncate(issuer), err))
+	}
+	if _, err := netguard.CheckURL(jwks); err != nil {
+		errs = append(errs, fieldErr(field+".jwks_uri", "A-URL", "%q is refused: %v", truncate(jwks), err))
+	}
+	for i, a := range audiences {
+		if a == "" || len(a) > 253 || strings.ContainsFunc(a, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			errs = append(errs, fieldErr(fmt.Sprintf("%s.audiences[%d]", field, i), "A-AUDIENCE", "audience must be 1-253 printable ASCII characters without spaces"))
+		}
+	}
+	return errs
+}
+
+func immutable(field, old, cur string) []FieldError {
+	if old == cur {
+		return nil
+	}
+	return []FieldError{fieldErr(field, "A-IMMUTABLE", "is immutable (was %q, now %q)", truncate(old), truncate(cur))}
+}
+
+// truncate keeps hostile values from bloating messages and logs.
+func truncate(s string) string {
+	const max = 128
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}

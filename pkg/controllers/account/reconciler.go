@@ -1,0 +1,117 @@
+// Package account reconciles Account status: it probes the referenced L1 key through the keystore plugin and sets
+// the KeyReachable and Ready conditions (FR-3.3: an Account is Ready only after its key was proven to exist and
+// answer). It re-probes periodically and records an "L1KeyUnreachable" warning event when a Ready key stops
+// answering. It runs only on the elected leader.
+package account
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/apeirora/apeiro-cmk/pkg/admission"
+	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+)
+
+// Reasons of the conditions.
+const (
+	ReasonKeyAnswered      = "KeyAnswered"
+	ReasonKeyNotFound      = "KeyNotFound"
+	ReasonKeyUnreachable   = "KeyUnreachable"
+	ReasonNoKeystorePlugin = "NoKeystorePlugin"
+)
+
+// Reconciler probes Accounts' L1 keys.
+type Reconciler struct {
+	Client   client.Client
+	Prober   admission.KeyProber // nil: no keystore plugin is mapped; Accounts stay not Ready with a clear reason
+	Recorder events.EventRecorder
+	// Interval between probes of a Ready key (default 5 min); RetryInterval after a failure (default 30 s).
+	Interval, RetryInterval time.Duration
+	// Timeout of one probe (default 10 s: off the admission path, the budget can be larger).
+	Timeout time.Duration
+	Now     func() time.Time
+}
+
+// SetupWithManager registers the reconciler.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).For(&cmkv1.Account{}).Named("account-status").Complete(r)
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var a cmkv1.Account
+	if err := r.Client.Get(ctx, req.NamespacedName, &a); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !a.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	now := r.now()
+	wasReady := meta.IsStatusConditionTrue(a.Status.Conditions, cmkv1.ConditionReady)
+
+	reachable, reason, msg := r.probe(ctx, &a)
+	status := metav1.ConditionFalse
+	if reachable {
+		status = metav1.ConditionTrue
+	}
+	base := a.DeepCopy()
+	meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: cmkv1.ConditionKeyReachable, Status: status, Reason: reason, Message: msg, ObservedGeneration: a.Generation})
+	meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: cmkv1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: a.Generation})
+	a.Status.ObservedGeneration = a.Generation
+	t := metav1.NewTime(now)
+	a.Status.LastProbeTime = &t
+	if err := r.Client.Status().Patch(ctx, &a, client.MergeFrom(base)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("updating status of account %s: %w", req.NamespacedName, err)
+	}
+	if wasReady && !reachable && r.Recorder != nil {
+		r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, "L1KeyUnreachable", "Probe", "L1 key %q stopped answering: %s", a.Spec.KeyRef, msg)
+	}
+	if reachable {
+		return ctrl.Result{RequeueAfter: orDefault(r.Interval, 5*time.Minute)}, nil
+	}
+	return ctrl.Result{RequeueAfter: orDefault(r.RetryInterval, 30*time.Second)}, nil
+}
+
+func (r *Reconciler) probe(ctx context.Context, a *cmkv1.Account) (bool, string, string) {
+	if r.Prober == nil {
+		return false, ReasonNoKeystorePlugin, fmt.Sprintf("no keystore plugin is configured for keystore %q (--keystore-plugins)", a.Spec.Keystore)
+	}
+	ctx, cancel := context.WithTimeout(ctx, orDefault(r.Timeout, 10*time.Second))
+	defer cancel()
+	err := r.Prober.ProbeKey(ctx, a)
+	switch {
+	case err == nil:
+		return true, ReasonKeyAnswered, "the L1 key exists and answered"
+	case errors.Is(err, admission.ErrKeyNotFound):
+		return false, ReasonKeyNotFound, fmt.Sprintf("L1 key %q does not exist in keystore %q", a.Spec.KeyRef, a.Spec.Keystore)
+	default:
+		return false, ReasonKeyUnreachable, err.Error()
+	}
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}

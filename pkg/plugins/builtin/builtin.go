@@ -1,0 +1,43 @@
+// Package builtin is the registry of every plugin this project ships as an
+// in-process builtin. A profile entry without `path:` is matched against this
+// list by name AND type (catalog rule), so each entry's name is the profile
+// name of its plugin.
+//
+// Keep this a plain list: adding a backend means one line here (plus its
+// package and a passing contract suite, see docs/plugins.md).
+package builtin
+
+import (
+	"github.com/openkcm/plugin-sdk/pkg/catalog"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/certissuer/internalca"
+	identitystatic "github.com/apeirora/apeiro-cmk/pkg/plugins/identity/static"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/local"
+	notificationlog "github.com/apeirora/apeiro-cmk/pkg/plugins/notification/log"
+	sisstatic "github.com/apeirora/apeiro-cmk/pkg/plugins/sis/static"
+)
+
+// Profile names of the builtins (profiles/apeiro-profile/config.yaml).
+const (
+	NameLocalKeystore     = "LOCAL"
+	NameIdentity          = "APEIRO_IDENTITY"
+	NameCertificateIssuer = "APEIRO_PKI"
+	NameSystemInformation = "APEIRO_RESOURCE_GRAPH"
+	NameNotification      = "APEIRO_ALERTS"
+)
+
+// All returns fresh instances of every builtin plugin. Call it once per
+// host.Load: a builtin instance holds its plugin's state.
+func All() []catalog.BuiltInPlugin {
+	return []catalog.BuiltInPlugin{
+		// Keystores (KeystoreProvider + KeystoreInstanceKeyOperation share a name).
+		local.NewManagementBuiltIn(NameLocalKeystore),
+		local.NewOperationsBuiltIn(NameLocalKeystore),
+
+		// Identity, certificate issuer, system information, notification.
+		identitystatic.NewBuiltIn(),
+		internalca.NewBuiltIn(),
+		sisstatic.NewBuiltIn(),
+		notificationlog.NewBuiltIn(),
+	}
+}

@@ -1,0 +1,173 @@
+// Package server is the HTTPS server of the admission webhook. It implements controller-runtime's webhook.Server
+// (so the manager runs it and gates readiness on it) with the transport settings a security control needs, several
+// of which controller-runtime's DefaultServer hard-codes: TLS 1.2 minimum, HTTP/1.1 only (no HTTP/2 on the webhook
+// port: it removes the rapid-reset and CONTINUATION-flood class of attacks, and the API server does not need it),
+// a 10 s read-header timeout, bounded header size, idle timeout, and the serving certificate reloaded from disk on
+// rotation (certwatcher) without a restart.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+)
+
+// Options configure the server. Zero values take the documented defaults.
+type Options struct {
+	// Host to listen on; empty means all interfaces.
+	Host string
+	// Port to listen on; 0 picks a free port (tests), default is not applied here: callers pass 9443.
+	Port int
+	// CertDir holds tls.crt and tls.key; they are watched and reloaded when they change.
+	CertDir string
+	// MinTLSVersion defaults to TLS 1.2; set tls.VersionTLS13 to require 1.3.
+	MinTLSVersion uint16
+	// ReadHeaderTimeout defaults to 10 s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout for keep-alive connections defaults to 90 s (the API server's transport keeps connections alive).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes defaults to 64 KiB.
+	MaxHeaderBytes int
+	// ShutdownTimeout bounds the graceful drain; defaults to 30 s.
+	ShutdownTimeout time.Duration
+	// GetCertificate overrides the certificate source (tests); CertDir is then ignored.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// Server is an HTTPS admission webhook server.
+type Server struct {
+	opts Options
+	mux  *http.ServeMux
+
+	mu      sync.Mutex
+	started bool
+	addr    net.Addr
+}
+
+var _ webhook.Server = (*Server)(nil)
+
+// New returns a server; register handlers before Start.
+func New(opts Options) *Server {
+	if opts.MinTLSVersion == 0 {
+		opts.MinTLSVersion = tls.VersionTLS12
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 90 * time.Second
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 64 << 10
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	return &Server{opts: opts, mux: http.NewServeMux()}
+}
+
+// TLSConfig is the server's TLS configuration without a certificate source.
+func TLSConfig(minVersion uint16) *tls.Config {
+	return &tls.Config{
+		MinVersion: minVersion,
+		// Only HTTP/1.1 is offered in ALPN, so no client can negotiate HTTP/2.
+		NextProtos: []string{"http/1.1"},
+	}
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Register adds a handler for path.
+func (s *Server) Register(path string, hook http.Handler) {
+	s.mux.Handle(path, hook)
+}
+
+// WebhookMux returns the server's mux.
+func (s *Server) WebhookMux() *http.ServeMux { return s.mux }
+
+// Addr is the bound address once started (useful with Port 0).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// StartedChecker fails until the TLS listener accepts connections; use it for readiness. It does not depend on any
+// backend, so a keystore or IdP outage never takes the webhook out of its Service's endpoints.
+func (s *Server) StartedChecker() healthz.Checker {
+	return func(*http.Request) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.started {
+			return errors.New("webhook server has not started yet")
+		}
+		return nil
+	}
+}
+
+// Start serves until ctx is done, then drains in-flight requests.
+func (s *Server) Start(ctx context.Context) error {
+	log := logf.FromContext(ctx).WithName("webhook-server")
+	cfg := TLSConfig(s.opts.MinTLSVersion)
+	cfg.GetCertificate = s.opts.GetCertificate
+	if cfg.GetCertificate == nil {
+		w, err := certwatcher.New(filepath.Join(s.opts.CertDir, "tls.crt"), filepath.Join(s.opts.CertDir, "tls.key"))
+		if err != nil {
+			return fmt.Errorf("loading the serving certificate from %s: %w", s.opts.CertDir, err)
+		}
+		go func() {
+			if err := w.Start(ctx); err != nil {
+				log.Error(err, "certificate watcher stopped")
+			}
+		}()
+		cfg.GetCertificate = w.GetCertificate
+	}
+	ln, err := tls.Listen("tcp", net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.Port)), cfg)
+	if err != nil {
+		return fmt.Errorf("listening for webhooks: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
+		// A non-nil empty map disables the automatic HTTP/2 upgrade path of net/http.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		// Requests keep running while the server drains after ctx is cancelled.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.mu.Lock()
+	s.started = true
+	s.addr = ln.Addr()
+	s.mu.Unlock()
+	log.Info("serving webhooks", "addr", ln.Addr().String(), "minTLS", tls.VersionName(s.opts.MinTLSVersion))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Error(err, "graceful shutdown did not finish")
+		}
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	<-done
+	return nil
+}
