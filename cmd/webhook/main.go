@@ -148,6 +148,8 @@ func run(ctx context.Context, o options) error {
 		TrustDomains: splitList(o.trustDomains),
 	})
 	admission.Register(whServer, h, admission.Limits{MaxBodyBytes: o.maxBodyBytes})
+	// The manager adds its webhook server to the runnables only when it is first asked for it.
+	_ = mgr.GetWebhookServer()
 	if err := (&account.Reconciler{Client: mgr.GetClient(), Prober: h.Keys, Recorder: mgr.GetEventRecorder("apeiro-cmk")}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the account status reconciler: %w", err)
 	}

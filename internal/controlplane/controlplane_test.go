@@ -2,10 +2,10 @@ package controlplane
 
 import (
 	"context"
-	"io"
-	"log"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"

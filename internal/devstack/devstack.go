@@ -208,6 +208,8 @@ func (s *Stack) startWebhook(ctx context.Context) error {
 			fmt.Sprintf("--webhook-port=%d", s.WebhookPort),
 			"--metrics-bind-address=" + s.MetricsAddr,
 			"--health-probe-bind-address=" + s.HealthAddr,
+			// Regions and audiences come from the profile's SIS plugin, as in deploy/base.
+			"--region-source=sis",
 		}, s.opts.WebhookArgs...)
 		env := append([]string{"APEIRO_LOCAL_KEYSTORE_DIR=" + filepath.Join(s.opts.WorkDir, "keystore-local")}, s.opts.WebhookEnv...)
 		s.Webhook, err = controlplane.StartProcess("webhook", s.opts.WebhookBin, args, filepath.Join(s.opts.WorkDir, "webhook.log"), env...)

@@ -185,6 +185,7 @@ func builtinWebhookConfigurations() []client.Object {
 		{"mtenant.cmk.apeiro.io", "cmk.apeiro.io", "tenants", "/mutate-cmk-apeiro-io-v1alpha1-tenant", admissionregistrationv1.ClusterScope, cu},
 		{"maccount.cmk.apeiro.io", "cmk.apeiro.io", "accounts", "/mutate-cmk-apeiro-io-v1alpha1-account", admissionregistrationv1.NamespacedScope, cu},
 		{"mserviceencryptionkey.cmk.apeiro.io", "cmk.apeiro.io", "serviceencryptionkeys", "/mutate-cmk-apeiro-io-v1alpha1-serviceencryptionkey", admissionregistrationv1.NamespacedScope, cu},
+		{"mwebhooknotification.cmk.apeiro.io", "cmk.apeiro.io", "webhooknotifications", "/mutate-cmk-apeiro-io-v1alpha1-webhooknotification", admissionregistrationv1.NamespacedScope, cu},
 	}
 	fail := admissionregistrationv1.Fail
 	none := admissionregistrationv1.SideEffectClassNone

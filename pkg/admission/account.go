@@ -13,14 +13,24 @@ import (
 	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
 )
 
-// ValidateAccount checks ownership, the immutability of the key binding, the region policy and (on create) that the
-// referenced L1 key exists; deletes are refused while ServiceEncryptionKeys still use the Account.
+// ValidateAccount checks ownership, the immutability of the key binding and (on create) that the referenced L1 key
+// exists. Its region is the keystore's own (e.g. an AWS region), not a Platform Mesh region, so the region policy
+// does not apply; deletes are refused while ServiceEncryptionKeys still use the Account.
 func (h *Handlers) ValidateAccount(ctx context.Context, req admission.Request) admission.Response {
 	if r := expectKind(req, cmkv1.GroupVersion.Group, "Account"); r != nil {
 		return *r
 	}
 	if req.Operation == admissionv1.Delete {
 		key := hierarchy.AccountKey{Namespace: req.Namespace, Name: req.Name}
+		owner, err := h.Dir.TenantOfNamespace(ctx, req.Namespace)
+		switch {
+		case err == nil:
+			if r := h.authorize(ctx, req, "Account", req.Name, owner, ActionDelete); r != nil {
+				return *r
+			}
+		case !errors.Is(err, ErrNoTenant):
+			return errored(http.StatusInternalServerError, "resolving the owner of namespace %q: %v", req.Namespace, err)
+		}
 		if err := h.Dir.Model.ValidateAccountDelete(key); err != nil {
 			if fe, ok := ruleErr(err, "metadata.name"); ok {
 				return deny("Account", req.Name, fe)
@@ -57,13 +67,6 @@ func (h *Handlers) ValidateAccount(ctx context.Context, req admission.Request) a
 		}
 		errs = append(errs, immutable("spec.keystore", string(old.Spec.Keystore), string(a.Spec.Keystore))...)
 		errs = append(errs, immutable("spec.keyRef", old.Spec.KeyRef, a.Spec.KeyRef)...)
-	}
-	fe, rr := h.checkRegion(ctx, a.Spec.Region, nil)
-	if rr != nil {
-		return *rr
-	}
-	if fe != nil {
-		errs = append(errs, *fe)
 	}
 	if len(errs) > 0 {
 		return deny("Account", a.Name, errs...)

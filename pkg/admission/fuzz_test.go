@@ -283,7 +283,7 @@ func checkMutation(t *testing.T, fn crwebhook.HandlerFunc, r admissiontest.Req, 
 	if err := json.Unmarshal(out, &m); err != nil {
 		t.Fatalf("patched object is not JSON: %v", err)
 	}
-	if labelsOf(m)[cmkv1.TenantLabel] == "" {
+	if _, ok := labelsOf(m)[cmkv1.TenantLabel]; !ok {
 		t.Fatalf("patched object has no ownership label: %s", out)
 	}
 }

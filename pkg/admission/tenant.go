@@ -33,8 +33,10 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 		return badRequest("Tenant: %v", err)
 	}
 	var errs []FieldError
-	for l, want := range map[string]string{cmkv1.TenantLabel: t.Name, ParentLabel: t.Spec.Parent, ShadowOfLabel: t.Spec.ShadowOf} {
-		if got, ok := t.Labels[l]; ok && got != want {
+	derived := map[string]string{cmkv1.TenantLabel: t.Name, ParentLabel: t.Spec.Parent, ShadowOfLabel: t.Spec.ShadowOf}
+	for _, l := range sortedKeys(derived) {
+		if got, ok := t.Labels[l]; ok && got != derived[l] {
+			want := derived[l]
 			errs = append(errs, fieldErr("metadata.labels["+l+"]", "A-LABEL-MISMATCH", "value %q does not match the spec (%q)", got, want))
 		}
 	}

@@ -11,13 +11,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -146,6 +149,8 @@ func (s *Server) Start(ctx context.Context) error {
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		// A non-nil empty map disables the automatic HTTP/2 upgrade path of net/http.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		// TLS handshake and protocol errors go to the structured log, not to stderr.
+		ErrorLog: stdlog.New(logWriter{log}, "", 0),
 		// Requests keep running while the server drains after ctx is cancelled.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -170,4 +175,12 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	<-done
 	return nil
+}
+
+// logWriter adapts net/http's error log to logr (at V(1): handshake errors from scanners are routine noise).
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.V(1).Info(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

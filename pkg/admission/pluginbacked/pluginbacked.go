@@ -139,6 +139,9 @@ type KeyProber struct {
 	seen map[string]time.Time
 }
 
+// maxCachedProbes bounds the positive-answer cache of a KeyProber.
+const maxCachedProbes = 10000
+
 // ErrNoPlugin is returned when no keystore plugin serves an Account's keystore type.
 var ErrNoPlugin = errors.New("no keystore plugin serves this keystore")
 
@@ -183,11 +186,23 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 		if p.seen == nil {
 			p.seen = map[string]time.Time{}
 		}
+		if len(p.seen) >= maxCachedProbes { // bound memory: drop expired entries, or everything if none expired
+			for k, t := range p.seen {
+				if time.Since(t) >= ttl {
+					delete(p.seen, k)
+				}
+			}
+			if len(p.seen) >= maxCachedProbes {
+				clear(p.seen)
+			}
+		}
 		p.seen[id] = time.Now()
 		p.mu.Unlock()
 		return nil
 	case status.Code(err) == codes.NotFound:
 		return fmt.Errorf("%w: %s", admission.ErrKeyNotFound, status.Convert(err).Message())
+	case status.Code(err) == codes.DeadlineExceeded:
+		return fmt.Errorf("keystore %s: %w (%s)", a.Spec.Keystore, context.DeadlineExceeded, status.Convert(err).Message())
 	default:
 		return fmt.Errorf("keystore %s: %s", a.Spec.Keystore, status.Convert(err).Message())
 	}
