@@ -21,18 +21,17 @@ const WebhookConfigName = "apeiro-cmk-webhook"
 
 // RenderWebhookConfigurations reads every Validating/MutatingWebhookConfiguration in the YAML files directly under
 // deployBase (deploy/base; CRDs in subdirectories are not read) and points each webhook at baseURL + its service
-// path, trusting caPEM. When deployBase holds none, it builds them from the webhook contract in docs/TEAM-NOTES.md
-// so the stack works before deploy/ exists. The second result says where they came from.
+// path, trusting caPEM, so the local stack registers exactly what a cluster installation registers. The second result
+// says where they came from.
 func RenderWebhookConfigurations(deployBase, baseURL string, caPEM []byte) ([]client.Object, string, error) {
 	objs, err := readWebhookConfigurations(deployBase)
 	if err != nil {
 		return nil, "", err
 	}
-	source := deployBase
 	if len(objs) == 0 {
-		objs = builtinWebhookConfigurations()
-		source = "built-in path list (no webhook configurations in " + deployBase + ")"
+		return nil, "", fmt.Errorf("no webhook configurations in %s", deployBase)
 	}
+	source := deployBase
 	for _, o := range objs {
 		switch w := o.(type) {
 		case *admissionregistrationv1.ValidatingWebhookConfiguration:
@@ -163,61 +162,4 @@ func stripComments(b []byte) []byte {
 		out = append(out, line...)
 	}
 	return out
-}
-
-// builtinWebhookConfigurations mirrors the webhook contract (docs/TEAM-NOTES.md) for use before deploy/base exists.
-func builtinWebhookConfigurations() []client.Object {
-	type hook struct {
-		name, group, resource, path string
-		scope                       admissionregistrationv1.ScopeType
-		ops                         []admissionregistrationv1.OperationType
-	}
-	cud := []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete}
-	cu := cud[:2]
-	validating := []hook{
-		{"vtenant.cmk.apeiro.io", "cmk.apeiro.io", "tenants", "/validate-cmk-apeiro-io-v1alpha1-tenant", admissionregistrationv1.ClusterScope, cud},
-		{"vaccount.cmk.apeiro.io", "cmk.apeiro.io", "accounts", "/validate-cmk-apeiro-io-v1alpha1-account", admissionregistrationv1.NamespacedScope, cud},
-		{"vserviceencryptionkey.cmk.apeiro.io", "cmk.apeiro.io", "serviceencryptionkeys", "/validate-cmk-apeiro-io-v1alpha1-serviceencryptionkey", admissionregistrationv1.NamespacedScope, cu},
-		{"vwebhooknotification.cmk.apeiro.io", "cmk.apeiro.io", "webhooknotifications", "/validate-cmk-apeiro-io-v1alpha1-webhooknotification", admissionregistrationv1.NamespacedScope, cu},
-		{"vopenkcmtenant.cmk.apeiro.io", "operations.openkcm.io", "tenants", "/validate-operations-openkcm-io-v1alpha1-tenant", admissionregistrationv1.NamespacedScope, cu},
-	}
-	mutating := []hook{
-		{"mtenant.cmk.apeiro.io", "cmk.apeiro.io", "tenants", "/mutate-cmk-apeiro-io-v1alpha1-tenant", admissionregistrationv1.ClusterScope, cu},
-		{"maccount.cmk.apeiro.io", "cmk.apeiro.io", "accounts", "/mutate-cmk-apeiro-io-v1alpha1-account", admissionregistrationv1.NamespacedScope, cu},
-		{"mserviceencryptionkey.cmk.apeiro.io", "cmk.apeiro.io", "serviceencryptionkeys", "/mutate-cmk-apeiro-io-v1alpha1-serviceencryptionkey", admissionregistrationv1.NamespacedScope, cu},
-		{"mwebhooknotification.cmk.apeiro.io", "cmk.apeiro.io", "webhooknotifications", "/mutate-cmk-apeiro-io-v1alpha1-webhooknotification", admissionregistrationv1.NamespacedScope, cu},
-	}
-	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNone
-	equivalent := admissionregistrationv1.Equivalent
-	timeout := int32(5)
-	rule := func(h hook) []admissionregistrationv1.RuleWithOperations {
-		scope := h.scope
-		return []admissionregistrationv1.RuleWithOperations{{
-			Operations: h.ops,
-			Rule:       admissionregistrationv1.Rule{APIGroups: []string{h.group}, APIVersions: []string{"v1alpha1"}, Resources: []string{h.resource}, Scope: &scope},
-		}}
-	}
-	cc := func(h hook) admissionregistrationv1.WebhookClientConfig {
-		path := h.path
-		return admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
-			Namespace: "apeiro-cmk-system", Name: "apeiro-cmk-webhook", Path: &path}}
-	}
-	v := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigName}}
-	v.SetGroupVersionKind(admissionregistrationv1.SchemeGroupVersion.WithKind("ValidatingWebhookConfiguration"))
-	for _, h := range validating {
-		v.Webhooks = append(v.Webhooks, admissionregistrationv1.ValidatingWebhook{
-			Name: h.name, ClientConfig: cc(h), Rules: rule(h), FailurePolicy: &fail, MatchPolicy: &equivalent,
-			SideEffects: &none, TimeoutSeconds: &timeout, AdmissionReviewVersions: []string{"v1"},
-		})
-	}
-	m := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigName}}
-	m.SetGroupVersionKind(admissionregistrationv1.SchemeGroupVersion.WithKind("MutatingWebhookConfiguration"))
-	for _, h := range mutating {
-		m.Webhooks = append(m.Webhooks, admissionregistrationv1.MutatingWebhook{
-			Name: h.name, ClientConfig: cc(h), Rules: rule(h), FailurePolicy: &fail, MatchPolicy: &equivalent,
-			SideEffects: &none, TimeoutSeconds: &timeout, AdmissionReviewVersions: []string{"v1"},
-		})
-	}
-	return []client.Object{v, m}
 }

@@ -4,19 +4,26 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/apeirora/apeiro-cmk/pkg/admission"
 )
 
-// contractPaths is the webhook path list of docs/TEAM-NOTES.md.
-var contractPaths = []string{
-	"/mutate-cmk-apeiro-io-v1alpha1-tenant", "/validate-cmk-apeiro-io-v1alpha1-tenant",
-	"/mutate-cmk-apeiro-io-v1alpha1-account", "/validate-cmk-apeiro-io-v1alpha1-account",
-	"/mutate-cmk-apeiro-io-v1alpha1-serviceencryptionkey", "/validate-cmk-apeiro-io-v1alpha1-serviceencryptionkey",
-	"/validate-cmk-apeiro-io-v1alpha1-webhooknotification",
+// servedPaths are the endpoints the webhook binary serves that deploy/base must register (the upstream
+// operations.openkcm.io Tenant endpoint is registered by the optional deploy/components/openkcm-tenant).
+func servedPaths() []string {
+	var paths []string
+	for p := range admission.NewHandlers(admission.Handlers{}).Endpoints() {
+		if p != admission.PathValidateOpenKCMTenant {
+			paths = append(paths, p)
+		}
+	}
+	return paths
 }
 
 func repoRoot(t *testing.T) string {
@@ -45,59 +52,40 @@ func clientConfigs(objs []client.Object) map[string]admissionregistrationv1.Webh
 func TestRenderWebhookConfigurations(t *testing.T) {
 	const base = "https://127.0.0.1:12345"
 	ca := []byte("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
-	tests := []struct {
-		name      string
-		dir       func(t *testing.T) string
-		wantBuilt bool
-	}{
-		{"repository deploy/base", func(t *testing.T) string {
-			d := filepath.Join(repoRoot(t), "deploy", "base")
-			if _, err := os.Stat(filepath.Join(d, "webhooks.yaml")); err != nil {
-				t.Skip("deploy/base/webhooks.yaml not there yet")
-			}
-			return d
-		}, false},
-		{"missing directory falls back to the contract", func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope") }, true},
-		{"directory without webhooks falls back", func(t *testing.T) string {
-			d := t.TempDir()
-			must(t, os.WriteFile(filepath.Join(d, "ns.yaml"), []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n"), 0o644))
-			return d
-		}, true},
+	objs, source, err := RenderWebhookConfigurations(filepath.Join(repoRoot(t), "deploy", "base"), base, ca)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := tt.dir(t)
-			objs, source, err := RenderWebhookConfigurations(dir, base, ca)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if built := strings.HasPrefix(source, "built-in"); built != tt.wantBuilt {
-				t.Fatalf("source %q, want built-in=%v", source, tt.wantBuilt)
-			}
-			ccs := clientConfigs(objs)
-			if len(ccs) == 0 {
-				t.Fatal("no webhooks rendered")
-			}
-			seen := map[string]bool{}
-			for name, cc := range ccs {
-				if cc.Service != nil {
-					t.Errorf("%s still has a service reference", name)
-				}
-				if cc.URL == nil || !strings.HasPrefix(*cc.URL, base+"/") {
-					t.Errorf("%s: url %v does not start with %s/", name, cc.URL, base)
-					continue
-				}
-				if string(cc.CABundle) != string(ca) {
-					t.Errorf("%s: caBundle not set", name)
-				}
-				seen[strings.TrimPrefix(*cc.URL, base)] = true
-			}
-			for _, p := range contractPaths {
-				if !seen[p] {
-					t.Errorf("no webhook calls contract path %s", p)
-				}
-			}
-		})
+	if !strings.HasSuffix(source, filepath.Join("deploy", "base")) {
+		t.Fatalf("source %q", source)
+	}
+	ccs := clientConfigs(objs)
+	seen := map[string]bool{}
+	for name, cc := range ccs {
+		if cc.Service != nil {
+			t.Errorf("%s still has a service reference", name)
+		}
+		if cc.URL == nil || !strings.HasPrefix(*cc.URL, base+"/") {
+			t.Errorf("%s: url %v does not start with %s/", name, cc.URL, base)
+			continue
+		}
+		if string(cc.CABundle) != string(ca) {
+			t.Errorf("%s: caBundle not set", name)
+		}
+		seen[strings.TrimPrefix(*cc.URL, base)] = true
+	}
+	for _, p := range servedPaths() {
+		if !seen[p] {
+			t.Errorf("deploy/base registers no webhook for served path %s", p)
+		}
+	}
+	for p := range seen {
+		if !slices.Contains(servedPaths(), p) {
+			t.Errorf("deploy/base calls %s, which the webhook does not serve", p)
+		}
+	}
+	if _, _, err := RenderWebhookConfigurations(t.TempDir(), base, ca); err == nil {
+		t.Error("a directory without webhook configurations was accepted")
 	}
 }
 
