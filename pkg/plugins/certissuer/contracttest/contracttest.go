@@ -366,29 +366,6 @@ func checkReconfigure(t *testing.T, c *Config, l *plugintest.Loaded, ci certv1.C
 }
 
 func checkConfigLifecycle(t *testing.T, c *Config, mode plugintest.Mode) {
-	t.Run("configure-empty", func(t *testing.T) {
-		_, err := plugintest.TryLoad(t, c.spec(""), mode)
-		switch {
-		case c.ConfigOptional && err != nil:
-			t.Fatalf("Configure(\"\") must succeed for optional configuration: %v", err)
-		case !c.ConfigOptional && err == nil:
-			t.Fatal("Configure(\"\") accepted though the configuration is declared required")
-		case !c.ConfigOptional && !strings.Contains(err.Error(), "failed to configure plugin"):
-			t.Fatalf("Configure(\"\") must fail in Configure, got: %v", err)
-		case !c.ConfigOptional && c.EmptyConfigMessage != "" && !strings.Contains(err.Error(), c.EmptyConfigMessage):
-			t.Fatalf("Configure(\"\") error %q does not mention %q", err, c.EmptyConfigMessage)
-		}
-	})
-	t.Run("invalid-yaml", func(t *testing.T) {
-		_, err := plugintest.TryLoad(t, c.spec(c.InvalidYAML), mode)
-		if err == nil {
-			t.Fatalf("invalid YAML %q was accepted", c.InvalidYAML)
-		}
-		if !strings.Contains(err.Error(), "failed to configure plugin") {
-			t.Fatalf("invalid YAML must fail in Configure, got: %v", err)
-		}
-		if c.InvalidYAMLMessage != "" && !strings.Contains(err.Error(), c.InvalidYAMLMessage) {
-			t.Fatalf("error %q does not mention %q", err, c.InvalidYAMLMessage)
-		}
-	})
+	plugintest.CheckConfigLifecycle(t, plugintest.ConfigCheck{Spec: c.spec, Optional: c.ConfigOptional,
+		EmptyMessage: c.EmptyConfigMessage, InvalidYAML: c.InvalidYAML, InvalidYAMLMessage: c.InvalidYAMLMessage}, mode)
 }

@@ -53,12 +53,13 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	certv1 "github.com/openkcm/plugin-sdk/proto/plugin/certificate_issuer/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/internal/pluginlog"
 )
 
 const (
@@ -84,9 +85,9 @@ type Plugin struct {
 	certv1.UnimplementedCertificateIssuerServiceServer
 	configv1.UnimplementedConfigServer
 
-	now    func() time.Time
-	state  atomic.Pointer[issuerState]
-	logger atomic.Pointer[hclog.Logger]
+	now   func() time.Time
+	state atomic.Pointer[issuerState]
+	pluginlog.Holder
 }
 
 var (
@@ -106,8 +107,6 @@ func New(opts ...Option) *Plugin {
 	for _, o := range opts {
 		o(p)
 	}
-	l := hclog.NewNullLogger()
-	p.logger.Store(&l)
 	return p
 }
 
@@ -121,15 +120,6 @@ func NewBuiltInFrom(p *Plugin) catalog.BuiltInPlugin {
 		configv1.ConfigServiceServer(p))
 }
 
-// SetLogger implements api.NeedsLogger.
-func (p *Plugin) SetLogger(l hclog.Logger) {
-	if l != nil {
-		p.logger.Store(&l)
-	}
-}
-
-func (p *Plugin) log() hclog.Logger { return *p.logger.Load() }
-
 // Configure loads the CA and settings; on error the previous CA stays active.
 func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
 	st, err := parseConfig(req.GetYamlConfiguration(), p.now())
@@ -137,7 +127,7 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 		return nil, status.Errorf(codes.InvalidArgument, "internalca: invalid configuration: %v", err)
 	}
 	p.state.Store(st)
-	p.log().Info("internal CA configured", "ca", st.caCert.Subject.String(), "caSha256", st.caFingerprint,
+	p.Log().Info("internal CA configured", "ca", st.caCert.Subject.String(), "caSha256", st.caFingerprint,
 		"caNotAfter", st.caCert.NotAfter, "ephemeral", st.ephemeralCA, "maxValidityDays", st.maxValidity)
 	bi := buildInfo
 	return &configv1.ConfigureResponse{BuildInfo: &bi}, nil
@@ -219,7 +209,7 @@ func (p *Plugin) GetCertificate(_ context.Context, req *certv1.GetCertificateReq
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "sign certificate: %v", err)
 	}
-	p.log().Info("issued client certificate", "cn", cn, "tenant", tenantID, "serial", serial.Text(16), "notAfter", notAfter)
+	p.Log().Info("issued client certificate", "cn", cn, "tenant", tenantID, "serial", serial.Text(16), "notAfter", notAfter)
 	chain := string(encodeCertPEM(der)) + st.chainPEM
 	return &certv1.GetCertificateResponse{CertificateChain: chain}, nil
 }

@@ -30,12 +30,13 @@ import (
 	"context"
 	"sync/atomic"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	idmv1 "github.com/openkcm/plugin-sdk/proto/plugin/identity_management/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/internal/pluginlog"
 )
 
 const (
@@ -52,8 +53,8 @@ type Plugin struct {
 	idmv1.UnimplementedIdentityManagementServiceServer
 	configv1.UnimplementedConfigServer
 
-	state  atomic.Pointer[state]
-	logger atomic.Pointer[hclog.Logger]
+	state atomic.Pointer[state]
+	pluginlog.Holder
 }
 
 var (
@@ -66,8 +67,6 @@ var (
 func New() *Plugin {
 	p := &Plugin{}
 	p.state.Store(emptyState())
-	l := hclog.NewNullLogger()
-	p.logger.Store(&l)
 	return p
 }
 
@@ -84,15 +83,6 @@ func NewBuiltInFrom(p *Plugin) catalog.BuiltInPlugin {
 		configv1.ConfigServiceServer(p))
 }
 
-// SetLogger implements api.NeedsLogger.
-func (p *Plugin) SetLogger(l hclog.Logger) {
-	if l != nil {
-		p.logger.Store(&l)
-	}
-}
-
-func (p *Plugin) log() hclog.Logger { return *p.logger.Load() }
-
 // Configure parses the YAML and atomically replaces the directory. On error
 // the previous directory stays in place.
 func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
@@ -102,7 +92,7 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 	}
 	st := newState(cfg)
 	p.state.Store(st)
-	p.log().Info("identity directory configured", "tenantKey", cfg.TenantKey, "directories", len(st.dirs))
+	p.Log().Info("identity directory configured", "tenantKey", cfg.TenantKey, "directories", len(st.dirs))
 	bi := buildInfo
 	return &configv1.ConfigureResponse{BuildInfo: &bi}, nil
 }

@@ -199,33 +199,16 @@ func withCMKFields(values *structpb.Struct) *structpb.Struct {
 	return out
 }
 
-// checkConfigLifecycle covers Configure("") and invalid YAML for one spec.
+// checkConfigLifecycle covers Configure("") and invalid YAML for one spec. SupportedRegions is dropped so the
+// plugin's own Configure sees exactly the YAML under test, not the host's merge.
 func checkConfigLifecycle(t *testing.T, c *Config, mode plugintest.Mode, spec func(yaml string) plugintest.Spec) {
-	t.Run("configure-empty", func(t *testing.T) {
-		empty := spec("")
-		empty.SupportedRegions = nil // truly no configuration: the host sends Configure("")
-		_, err := plugintest.TryLoad(t, empty, mode)
-		if c.ConfigOptional && err != nil {
-			t.Fatalf("Configure(\"\") must succeed for optional configuration: %v", err)
-		}
-		if !c.ConfigOptional && err == nil {
-			t.Fatalf("Configure(\"\") accepted though the backend declares its configuration required")
-		}
-	})
-	t.Run("invalid-yaml", func(t *testing.T) {
-		bad := spec(c.InvalidYAML)
-		bad.SupportedRegions = nil // reach the plugin's Configure, not the host's merge
-		_, err := plugintest.TryLoad(t, bad, mode)
-		if err == nil {
-			t.Fatalf("invalid YAML %q was accepted", c.InvalidYAML)
-		}
-		if !strings.Contains(err.Error(), "failed to configure plugin") {
-			t.Fatalf("invalid YAML must fail in Configure, got: %v", err)
-		}
-		if c.InvalidYAMLMessage != "" && !strings.Contains(err.Error(), c.InvalidYAMLMessage) {
-			t.Fatalf("error %q does not mention %q", err, c.InvalidYAMLMessage)
-		}
-	})
+	plain := func(yaml string) plugintest.Spec {
+		s := spec(yaml)
+		s.SupportedRegions = nil
+		return s
+	}
+	plugintest.CheckConfigLifecycle(t, plugintest.ConfigCheck{Spec: plain, Optional: c.ConfigOptional,
+		InvalidYAML: c.InvalidYAML, InvalidYAMLMessage: c.InvalidYAMLMessage}, mode)
 }
 
 // RunManagement runs the KeystoreProvider suite in both load modes.

@@ -43,12 +43,13 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	notifv1 "github.com/openkcm/plugin-sdk/proto/plugin/notification/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/internal/pluginlog"
 )
 
 const (
@@ -68,8 +69,8 @@ type Plugin struct {
 	defaultSink Sink
 	now         func() time.Time
 	settings    atomic.Pointer[settings]
-	logger      atomic.Pointer[hclog.Logger]
-	writeMu     sync.Mutex
+	pluginlog.Holder
+	writeMu sync.Mutex
 }
 
 var (
@@ -97,8 +98,6 @@ func New(opts ...Option) *Plugin {
 		panic(fmt.Sprintf("notification log: invalid default sink: %v", err))
 	}
 	p.settings.Store(s)
-	l := hclog.NewNullLogger()
-	p.logger.Store(&l)
 	return p
 }
 
@@ -110,13 +109,6 @@ func NewBuiltInFrom(p *Plugin) catalog.BuiltInPlugin {
 	return catalog.MakeBuiltIn(BuiltinName,
 		notifv1.NotificationServicePluginServer(p),
 		configv1.ConfigServiceServer(p))
-}
-
-// SetLogger implements api.NeedsLogger.
-func (p *Plugin) SetLogger(l hclog.Logger) {
-	if l != nil {
-		p.logger.Store(&l)
-	}
 }
 
 // Configure validates the YAML and atomically replaces the settings.
@@ -225,7 +217,7 @@ func (p *Plugin) record(s *settings, req *notifv1.SendNotificationRequest) *Reco
 
 func (p *Plugin) write(s *settings, rec *Record) error {
 	if s.sink == SinkHostLog {
-		(*p.logger.Load()).Info("notification",
+		p.Log().Info("notification",
 			"type", rec.Type, "subject", rec.Subject, "recipients", strings.Join(rec.Recipients, ","),
 			"recipientCount", rec.RecipientCount, "bodyBytes", rec.BodyBytes, "bodySha256", rec.BodySHA256,
 			"bodyPreview", rec.BodyPreview, "bodyTruncated", rec.BodyTruncated)

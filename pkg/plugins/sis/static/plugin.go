@@ -25,12 +25,13 @@ import (
 	"sync/atomic"
 
 	"buf.build/go/protovalidate"
-	"github.com/hashicorp/go-hclog"
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	sisv1 "github.com/openkcm/plugin-sdk/proto/plugin/systeminformation/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/internal/pluginlog"
 )
 
 const (
@@ -64,7 +65,7 @@ type Plugin struct {
 	configv1.UnimplementedConfigServer
 
 	answers atomic.Pointer[map[Ref]map[string]string]
-	logger  atomic.Pointer[hclog.Logger]
+	pluginlog.Holder
 }
 
 var (
@@ -77,8 +78,6 @@ func New() *Plugin {
 	p := &Plugin{}
 	empty := map[Ref]map[string]string{}
 	p.answers.Store(&empty)
-	l := hclog.NewNullLogger()
-	p.logger.Store(&l)
 	return p
 }
 
@@ -92,13 +91,6 @@ func NewBuiltInFrom(p *Plugin) catalog.BuiltInPlugin {
 		configv1.ConfigServiceServer(p))
 }
 
-// SetLogger implements api.NeedsLogger.
-func (p *Plugin) SetLogger(l hclog.Logger) {
-	if l != nil {
-		p.logger.Store(&l)
-	}
-}
-
 // Configure parses the YAML and atomically replaces the graph. On error the
 // previous graph stays in place.
 func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
@@ -108,7 +100,7 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 	}
 	answers := buildAnswers(cfg)
 	p.answers.Store(&answers)
-	(*p.logger.Load()).Info("resource graph configured", "resources", len(answers))
+	p.Log().Info("resource graph configured", "resources", len(answers))
 	bi := buildInfo
 	return &configv1.ConfigureResponse{BuildInfo: &bi}, nil
 }
