@@ -481,7 +481,7 @@ func (m *Model) ValidateTenantDelete(id string) error {
 	switch {
 	case len(kids) > 0:
 		return ruleErr(RuleDeleteChildren, FieldName,
-			"tenant %q still has %s; delete or re-parent them first", id, m.describeDependents(kids, shads))
+			"tenant %q still has %s; delete them first", id, m.describeDependents(kids, shads))
 	case len(shads) > 0:
 		return ruleErr(RuleDeleteShadows, FieldName,
 			"tenant %q is still the target of %s; delete them first", id, countNamed(len(shads), "shadow", "shadows", shads))
