@@ -47,6 +47,7 @@ type options struct {
 	probeTimeout    time.Duration
 	maxBodyBytes    int64
 	tenantGroups    string
+	bypassGroups    string
 	leaderElect     bool
 	leaderElectNS   string
 }
@@ -68,7 +69,8 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.Int64Var(&o.maxBodyBytes, "max-request-bytes", admission.DefaultMaxBodyBytes, "Largest accepted AdmissionReview body.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader for the Account status reconciler (set with more than one replica; admission is served by every replica).")
 	fs.StringVar(&o.leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace).")
-	fs.StringVar(&o.tenantGroups, "tenant-admin-group-prefix", "", "When set, writes need group <prefix><tenant>:admin (or system:masters); empty leaves authorization to RBAC.")
+	fs.StringVar(&o.bypassGroups, "permission-bypass-groups", "system:masters,system:serviceaccounts:kube-system", "With --tenant-admin-group-prefix: groups exempt from the tenant-admin requirement (cluster admins, and kube-system controllers such as the namespace and garbage collectors).")
+	fs.StringVar(&o.tenantGroups, "tenant-admin-group-prefix", "", "When set, writes need group <prefix><tenant>:admin (or a --permission-bypass-groups group); empty leaves authorization to RBAC.")
 }
 
 func main() {
@@ -122,7 +124,8 @@ func run(ctx context.Context, o options) error {
 	}
 
 	model := hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth})
-	if err := admission.Sync(ctx, mgr.GetCache(), model); err != nil {
+	modelSynced, err := admission.Sync(ctx, mgr.GetCache(), model)
+	if err != nil {
 		return err
 	}
 	plugins, err := loadPlugins(ctx, o)
@@ -137,7 +140,7 @@ func run(ctx context.Context, o options) error {
 	}
 	var perms admission.Permissions = admission.RBACDelegated{}
 	if o.tenantGroups != "" {
-		perms = admission.TenantGroups{Prefix: o.tenantGroups, Bypass: []string{"system:masters"}}
+		perms = admission.TenantGroups{Prefix: o.tenantGroups, Bypass: splitList(o.bypassGroups)}
 	}
 	h := admission.NewHandlers(admission.Handlers{
 		Dir:          &admission.Directory{Model: model, Cached: mgr.GetClient(), Live: mgr.GetAPIReader(), MaxDepth: o.maxDepth},
@@ -161,9 +164,9 @@ func run(ctx context.Context, o options) error {
 	if err := mgr.AddReadyzCheck("webhook", whServer.StartedChecker()); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("informers", func(r *http.Request) error {
-		if !mgr.GetCache().WaitForCacheSync(r.Context()) {
-			return fmt.Errorf("informers have not synced")
+	if err := mgr.AddReadyzCheck("hierarchy", func(*http.Request) error {
+		if !modelSynced() {
+			return fmt.Errorf("the hierarchy index has not loaded every tenant, account and key yet")
 		}
 		return nil
 	}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -36,6 +37,15 @@ func (h *Handlers) ValidateAccount(ctx context.Context, req admission.Request) a
 				return deny("Account", req.Name, fe)
 			}
 			return errored(http.StatusInternalServerError, "validating delete: %v", err)
+		}
+		// The informers may not have seen a key created a moment ago: confirm with one indexed live query.
+		keys, err := h.Dir.LiveKeysOf(ctx, key, 5)
+		if err != nil {
+			return errored(http.StatusInternalServerError, "%v", err)
+		}
+		if len(keys) > 0 {
+			return deny("Account", req.Name, fieldErr("metadata.name", "H-ACCOUNT-IN-USE",
+				"account %q is still referenced by ServiceEncryptionKeys (%s)", key.String(), strings.Join(keys, ", ")))
 		}
 		return allowed()
 	}

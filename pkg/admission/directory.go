@@ -2,6 +2,8 @@ package admission
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -18,7 +20,17 @@ import (
 const (
 	ParentLabel   = "cmk.apeiro.io/parent"
 	ShadowOfLabel = "cmk.apeiro.io/shadow-of"
+	// AccountRefLabel is stamped on ServiceEncryptionKeys: AccountRefValue of the Account they use, so an Account
+	// delete can confirm "no keys left" with one indexed live query.
+	AccountRefLabel = "cmk.apeiro.io/account-ref"
 )
+
+// AccountRefValue is the label value naming an Account: a hash, because namespace/name does not fit the 63
+// characters of a label value.
+func AccountRefValue(k hierarchy.AccountKey) string {
+	sum := sha256.Sum256([]byte(k.Namespace + "/" + k.Name))
+	return hex.EncodeToString(sum[:16])
+}
 
 // ErrNoTenant means a namespace is not assigned to any tenant.
 var ErrNoTenant = errors.New("namespace has no tenant")
@@ -130,6 +142,46 @@ func (d *Directory) LiveDependents(ctx context.Context, id string, limit int64) 
 	}
 	shadows, err = list(ShadowOfLabel)
 	return children, shadows, err
+}
+
+// LiveAssigned lists, live, up to limit namespaces assigned to tenant id and up to limit Accounts it owns. A tenant
+// must not be deleted while either exists: its name could be re-created elsewhere in the hierarchy (say as a Shadow
+// of another tenant) and would inherit the namespaces, Accounts and keys.
+func (d *Directory) LiveAssigned(ctx context.Context, id string, limit int64) (namespaces, accounts []string, err error) {
+	if d.Live == nil {
+		return nil, nil, nil
+	}
+	var nsl corev1.NamespaceList
+	if err := d.Live.List(ctx, &nsl, client.MatchingLabels{cmkv1.TenantLabel: id}, client.Limit(limit)); err != nil {
+		return nil, nil, fmt.Errorf("listing namespaces of tenant %q: %w", id, err)
+	}
+	for i := range nsl.Items {
+		namespaces = append(namespaces, nsl.Items[i].Name)
+	}
+	var al cmkv1.AccountList
+	if err := d.Live.List(ctx, &al, client.MatchingLabels{cmkv1.TenantLabel: id}, client.Limit(limit)); err != nil {
+		return nil, nil, fmt.Errorf("listing accounts of tenant %q: %w", id, err)
+	}
+	for i := range al.Items {
+		accounts = append(accounts, al.Items[i].Namespace+"/"+al.Items[i].Name)
+	}
+	return namespaces, accounts, nil
+}
+
+// LiveKeysOf lists, live, up to limit ServiceEncryptionKeys (namespace/name) that use Account k.
+func (d *Directory) LiveKeysOf(ctx context.Context, k hierarchy.AccountKey, limit int64) ([]string, error) {
+	if d.Live == nil {
+		return nil, nil
+	}
+	var l cmkv1.ServiceEncryptionKeyList
+	if err := d.Live.List(ctx, &l, client.MatchingLabels{AccountRefLabel: AccountRefValue(k)}, client.Limit(limit)); err != nil {
+		return nil, fmt.Errorf("listing keys of account %s: %w", k, err)
+	}
+	names := make([]string, 0, len(l.Items))
+	for i := range l.Items {
+		names = append(names, l.Items[i].Namespace+"/"+l.Items[i].Name)
+	}
+	return names, nil
 }
 
 // TenantFromObject converts the API object to the hierarchy model's view.

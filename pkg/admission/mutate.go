@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
 )
 
 // labelPatch returns the JSON patch operations that add the labels of want that are missing (empty values are
@@ -115,19 +116,16 @@ func (h *Handlers) MutateWebHookNotification(ctx context.Context, req admission.
 	return h.mutateOwned(ctx, req, "WebHookNotification", nil)
 }
 
-// MutateServiceEncryptionKey stamps the ownership label and makes an implicit account namespace explicit, so the
-// stored object says exactly which Account it is bound to.
+// MutateServiceEncryptionKey stamps the ownership label, makes an implicit account namespace explicit (so the stored
+// object says exactly which Account it is bound to) and stamps the account-ref label that Account deletes query.
 func (h *Handlers) MutateServiceEncryptionKey(ctx context.Context, req admission.Request) admission.Response {
 	return h.mutateOwned(ctx, req, "ServiceEncryptionKey", func(raw []byte) ([]jsonpatch.JsonPatchOperation, error) {
 		var k cmkv1.ServiceEncryptionKey
 		if err := decode(raw, &k); err != nil {
 			return nil, err
 		}
-		if k.Spec.AccountRef.Namespace != "" {
-			return nil, nil
-		}
-		// Without spec.accountRef the add below has no parent to land in and the whole patch would fail to apply
-		// (an API server error instead of the schema's "required" message); validation reports the missing ref.
+		// Without spec.accountRef the operations below have no parent to land in and the whole patch would fail to
+		// apply (an API server error instead of the schema's "required" message); validation reports the missing ref.
 		var has struct {
 			Spec struct {
 				AccountRef json.RawMessage `json:"accountRef"`
@@ -136,10 +134,20 @@ func (h *Handlers) MutateServiceEncryptionKey(ctx context.Context, req admission
 		if err := json.Unmarshal(raw, &has); err != nil || len(has.Spec.AccountRef) == 0 || string(has.Spec.AccountRef) == "null" {
 			return nil, nil
 		}
-		ns := req.Namespace
-		if ns == "" {
-			ns = k.Namespace
+		var ops []jsonpatch.JsonPatchOperation
+		accNS := k.Spec.AccountRef.Namespace
+		if accNS == "" {
+			accNS = req.Namespace
+			if accNS == "" {
+				accNS = k.Namespace
+			}
+			ops = append(ops, jsonpatch.NewOperation("add", "/spec/accountRef/namespace", accNS))
 		}
-		return []jsonpatch.JsonPatchOperation{jsonpatch.NewOperation("add", "/spec/accountRef/namespace", ns)}, nil
+		if _, ok := k.Labels[AccountRefLabel]; !ok {
+			// mutateOwned always creates the labels map first when it is missing (the owner label is never empty).
+			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/labels/"+jsonPointerEscape(AccountRefLabel),
+				AccountRefValue(hierarchy.AccountKey{Namespace: accNS, Name: k.Spec.AccountRef.Name})))
+		}
+		return ops, nil
 	})
 }

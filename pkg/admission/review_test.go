@@ -371,8 +371,10 @@ func TestReviewTenant(t *testing.T) {
 			want: want{msg: []string{`Tenant "acme-eu"`, "metadata.name", admissiontest.AcmePayments, admissiontest.AcmeEUDR}, fields: []string{"metadata.name"}}},
 		{name: "delete root with children denied", path: path, req: del(admissiontest.Acme),
 			want: want{msg: []string{admissiontest.AcmeEU, admissiontest.AcmeUS}}},
-		{name: "delete leaf", path: path, req: del(admissiontest.AcmePayments), want: want{allowed: true}},
-		{name: "delete shadow", path: path, req: del(admissiontest.AcmeEUDR), want: want{allowed: true}},
+		{name: "delete leaf", path: path, setup: func(t testing.TB, w *admissiontest.World) { w.Release(t, admissiontest.AcmePayments) }, req: del(admissiontest.AcmePayments), want: want{allowed: true}},
+		{name: "delete shadow", path: path, setup: func(t testing.TB, w *admissiontest.World) { w.Release(t, admissiontest.AcmeEUDR) }, req: del(admissiontest.AcmeEUDR), want: want{allowed: true}},
+		{name: "delete tenant still owning a namespace and an account denied", path: path, req: del(admissiontest.AcmePayments),
+			want: want{msg: []string{`"acme-eu-payments"`, "namespaces [acme-eu-payments]", "accounts [acme-eu-payments/main]"}, fields: []string{"metadata.name"}}},
 		{name: "delete unknown tenant", path: path, req: del("nobody"), want: want{allowed: true}},
 		{name: "delete with a child the informer has not seen denied", path: path, req: del(admissiontest.AcmePayments),
 			setup: func(t testing.TB, w *admissiontest.World) {
@@ -415,13 +417,22 @@ func TestReviewTenant(t *testing.T) {
 		{name: "permissions: delete without the tenant admin group denied", path: path, opts: groups,
 			req:  withUser(del(admissiontest.AcmeUS), user("tenant:acme-eu:admin")),
 			want: want{msg: []string{`"bob"`, `"acme-us"`, "tenant:acme-us:admin"}}},
-		{name: "permissions: delete as tenant admin", path: path, opts: groups,
+		{name: "permissions: delete as tenant admin", path: path, opts: groups, setup: func(t testing.TB, w *admissiontest.World) { w.Release(t, admissiontest.AcmeUS) },
 			req: withUser(del(admissiontest.AcmeUS), user("tenant:acme-us:admin")), want: want{allowed: true}},
-		{name: "permissions: bypass group", path: path, opts: groups,
+		{name: "permissions: bypass group", path: path, opts: groups, setup: func(t testing.TB, w *admissiontest.World) { w.Release(t, admissiontest.AcmeUS) },
 			req: withUser(del(admissiontest.AcmeUS), user("system:masters")), want: want{allowed: true}},
 		{name: "permissions: create without group denied", path: path, opts: groups,
 			req:  tenantReq("", tenant("initech", root, "", ""), nil),
 			want: want{msg: []string{"tenant:initech:admin"}}},
+		{name: "permissions: attaching under a parent needs the parent's admin", path: path, opts: groups,
+			req:  withUser(tenantReq("", tenant("initech", nested, admissiontest.Acme, ""), nil), user("tenant:initech:admin")),
+			want: want{msg: []string{"tenant:acme:admin"}}},
+		{name: "permissions: shadowing a tenant needs its admin", path: path, opts: groups,
+			req:  withUser(tenantReq("", tenant("initech", shadow, "", admissiontest.Globex), nil), user("tenant:initech:admin")),
+			want: want{msg: []string{"tenant:globex:admin"}}},
+		{name: "permissions: admin of both may attach", path: path, opts: groups,
+			req:  withUser(tenantReq("", tenant("initech", nested, admissiontest.Acme, ""), nil), user("tenant:initech:admin", "tenant:acme:admin")),
+			want: want{allowed: true}},
 	})
 }
 
@@ -477,6 +488,12 @@ func TestReviewAccount(t *testing.T) {
 			want: want{msg: []string{`"acme-eu/main"`, "acme-eu/k1"}, fields: []string{"metadata.name"}}},
 		{name: "delete account without keys", path: path,
 			req: accountReq(admissionv1.Delete, nil, account(admissiontest.Globex, "main")), want: want{allowed: true}},
+		{name: "delete with a key the informer has not seen denied", path: path,
+			setup: func(t testing.TB, w *admissiontest.World) {
+				w.AddLive(t, admissiontest.KeyObject(admissiontest.Globex, "fresh", admissiontest.Globex, "main"))
+			},
+			req:  accountReq(admissionv1.Delete, nil, account(admissiontest.Globex, "main")),
+			want: want{msg: []string{`"globex/main"`, "globex/fresh"}, fields: []string{"metadata.name"}}},
 		// An Account's region is the keystore's own (e.g. an AWS region): the Platform Mesh region policy does not apply.
 		{name: "keystore region outside the mesh regions allowed", path: path, opts: regions,
 			req: accountReq("", func() *cmkv1.Account {
@@ -547,6 +564,11 @@ func TestReviewServiceEncryptionKey(t *testing.T) {
 	k1 := key(eu, "k1", eu, "main")
 	cases := []reviewCase{
 		{name: "same tenant, implicit account namespace", path: path, req: keyReq("", key(eu, "k-new", "", "main"), nil), want: want{allowed: true}},
+		{name: "account-ref label naming another account denied", path: path, req: keyReq("", func() *cmkv1.ServiceEncryptionKey {
+			k := key(eu, "k-new", eu, "main")
+			k.Labels[admission.AccountRefLabel] = admission.AccountRefValue(admissiontest.AccountKeyOf(globex))
+			return k
+		}(), nil), want: want{msg: []string{"does not match spec.accountRef acme-eu/main"}, fields: []string{"metadata.labels[" + admission.AccountRefLabel + "]"}}},
 		ref(eu, eu, true),
 		ref(payments, eu, true),               // parent account
 		ref(payments, acme, true),             // grandparent (root) account
@@ -751,6 +773,13 @@ func TestReviewMutate(t *testing.T) {
 		{name: "key without accountRef gets a patch that applies", path: admission.PathMutateServiceEncryptionKey,
 			req:  admissiontest.Req{Kind: "ServiceEncryptionKey", Namespace: eu, Name: "k-new", Object: rawKeyWithoutRef},
 			want: want{allowed: true, labels: map[string]string{cmkv1.TenantLabel: eu}}},
+		{name: "key gets the account-ref label", path: admission.PathMutateServiceEncryptionKey,
+			req: keyReq(admissionv1.Create, func() *cmkv1.ServiceEncryptionKey {
+				k := key(eu, "k-new", eu, "main")
+				delete(k.Labels, admission.AccountRefLabel)
+				return k
+			}(), nil),
+			want: want{allowed: true, labels: map[string]string{admission.AccountRefLabel: admission.AccountRefValue(admissiontest.AccountKeyOf(eu))}}},
 		{name: "key update already complete is not patched", path: admission.PathMutateServiceEncryptionKey,
 			req: keyReq(admissionv1.Update, key(eu, "k1", eu, "main"), key(eu, "k1", eu, "main")), want: want{allowed: true}},
 		{name: "webhooknotification label stamped", path: admission.PathMutateWebHookNotification,

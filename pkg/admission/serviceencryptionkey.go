@@ -55,6 +55,10 @@ func (h *Handlers) ValidateServiceEncryptionKey(ctx context.Context, req admissi
 		accNS = req.Namespace
 	}
 	key := hierarchy.AccountKey{Namespace: accNS, Name: k.Spec.AccountRef.Name}
+	if got, ok := k.Labels[AccountRefLabel]; ok && got != AccountRefValue(key) {
+		errs = append(errs, fieldErr("metadata.labels["+AccountRefLabel+"]", "A-LABEL-MISMATCH",
+			"value %q does not match spec.accountRef %s (%q)", truncate(got), key, AccountRefValue(key)))
+	}
 	if err := h.Dir.EnsureAccount(ctx, key); err != nil {
 		return errored(http.StatusInternalServerError, "%v", err)
 	}

@@ -13,14 +13,17 @@ import (
 )
 
 // Sync keeps the hierarchy model current from informers: Tenants, Accounts (owner = their ownership label) and
-// ServiceEncryptionKeys (which Account each one uses). The model tolerates out-of-order arrival.
-func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) error {
+// ServiceEncryptionKeys (which Account each one uses). The model tolerates out-of-order arrival. The returned func
+// reports whether every handler has seen its informer's initial list, i.e. the model is complete; gate readiness on
+// it so that no request is judged against a half-filled model after a start.
+func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) (synced func() bool, err error) {
+	var regs []toolscache.ResourceEventHandlerRegistration
 	add := func(obj client.Object, upsert func(client.Object), remove func(client.Object)) error {
 		inf, err := informers.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", obj, err)
 		}
-		_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 			AddFunc: func(o any) {
 				if co, ok := o.(client.Object); ok {
 					upsert(co)
@@ -40,12 +43,13 @@ func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) er
 				}
 			},
 		})
+		regs = append(regs, reg)
 		return err
 	}
 	if err := add(&cmkv1.Tenant{},
 		func(o client.Object) { m.UpsertTenant(TenantFromObject(o.(*cmkv1.Tenant))) },
 		func(o client.Object) { m.DeleteTenant(o.GetName()) }); err != nil {
-		return err
+		return nil, err
 	}
 	if err := add(&cmkv1.Account{},
 		func(o client.Object) {
@@ -59,9 +63,9 @@ func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) er
 		func(o client.Object) {
 			m.DeleteAccount(hierarchy.AccountKey{Namespace: o.GetNamespace(), Name: o.GetName()})
 		}); err != nil {
-		return err
+		return nil, err
 	}
-	return add(&cmkv1.ServiceEncryptionKey{},
+	err = add(&cmkv1.ServiceEncryptionKey{},
 		func(o client.Object) {
 			k := o.(*cmkv1.ServiceEncryptionKey)
 			ns := k.Spec.AccountRef.Namespace
@@ -71,4 +75,15 @@ func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) er
 			m.UpsertKey(hierarchy.KeyRef{Namespace: k.Namespace, Name: k.Name}, hierarchy.AccountKey{Namespace: ns, Name: k.Spec.AccountRef.Name})
 		},
 		func(o client.Object) { m.DeleteKey(hierarchy.KeyRef{Namespace: o.GetNamespace(), Name: o.GetName()}) })
+	if err != nil {
+		return nil, err
+	}
+	return func() bool {
+		for _, r := range regs {
+			if !r.HasSynced() {
+				return false
+			}
+		}
+		return true
+	}, nil
 }

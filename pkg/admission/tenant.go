@@ -40,8 +40,15 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 			errs = append(errs, fieldErr("metadata.labels["+l+"]", "A-LABEL-MISMATCH", "value %q does not match the spec (%q)", got, want))
 		}
 	}
-	if r := h.authorize(ctx, req, "Tenant", t.Name, t.Name, ActionWrite); r != nil {
-		return *r
+	// Attaching a tenant to a tree is a write into the parent's (or shadow target's) tree too: the new tenant inherits
+	// reference rights there. The caller must be allowed on both.
+	for _, id := range []string{t.Name, t.Spec.Parent, t.Spec.ShadowOf} {
+		if id == "" {
+			continue
+		}
+		if r := h.authorize(ctx, req, "Tenant", t.Name, id, ActionWrite); r != nil {
+			return *r
+		}
 	}
 
 	var old *cmkv1.Tenant
@@ -117,6 +124,15 @@ func (h *Handlers) validateTenantDelete(ctx context.Context, req admission.Reque
 	if len(shadows) > 0 {
 		return deny("Tenant", name, fieldErr("metadata.name", "H-DELETE-SHADOWS",
 			"tenant %q is still the target of shadows (%s)", name, strings.Join(shadows, ", ")))
+	}
+	namespaces, accounts, err := h.Dir.LiveAssigned(ctx, name, 5)
+	if err != nil {
+		return errored(http.StatusInternalServerError, "%v", err)
+	}
+	if len(namespaces) > 0 || len(accounts) > 0 {
+		return deny("Tenant", name, fieldErr("metadata.name", "A-TENANT-IN-USE",
+			"tenant %q still owns namespaces [%s] and accounts [%s]; remove the namespaces' %s label (and their accounts) first",
+			name, strings.Join(namespaces, ", "), strings.Join(accounts, ", "), cmkv1.TenantLabel))
 	}
 	return allowed()
 }

@@ -78,7 +78,8 @@ func CheckURL(raw string) (*url.URL, error) {
 	if u.User != nil {
 		return nil, &Error{"URL must not carry user information"}
 	}
-	host := u.Hostname()
+	// A trailing dot makes a name absolute ("127.0.0.1." or "localhost."); judge it without the dot.
+	host := strings.TrimSuffix(u.Hostname(), ".")
 	if host == "" {
 		return nil, &Error{"URL has no host"}
 	}
@@ -97,7 +98,7 @@ func CheckURL(raw string) (*url.URL, error) {
 	if looksNumeric(host) {
 		return nil, &Error{fmt.Sprintf("host %q looks like an encoded IP address", host)}
 	}
-	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	h := strings.ToLower(host)
 	if h == "localhost" || !strings.Contains(h, ".") {
 		return nil, &Error{fmt.Sprintf("host %q is not a fully qualified public name", host)}
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -55,8 +56,22 @@ func TestProtectedDeletes(t *testing.T) {
 			return kubectlDeleteDenied(f, []string{"tenant", f.n("p")}, f.msg(`tenant %q is still the target of 1 shadow (%s)`, "p", "s"))
 		})
 	})
-	t.Run("H-DELETE-OK tenant without dependents", func(t *testing.T) {
+	t.Run("A-TENANT-IN-USE tenant that still owns a namespace", func(t *testing.T) {
 		allowedDelete(t, tenantObj(f.n("s"), "", "", ""))
+		eventually(t, 10*time.Second, func() error {
+			return kubectlDeleteDenied(f, []string{"tenant", f.n("p")}, f.msg(`tenant %q still owns namespaces [%s]`, "p", "p"))
+		})
+	})
+	t.Run("H-DELETE-OK tenant without dependents", func(t *testing.T) {
+		// A platform administrator releases the namespace first (removing its tenant label).
+		ns := &corev1.Namespace{}
+		if err := env.client.Get(f.ctx, client.ObjectKey{Name: f.n("p")}, ns); err != nil {
+			t.Fatal(err)
+		}
+		delete(ns.Labels, cmkv1alpha1.TenantLabel)
+		if err := env.client.Update(f.ctx, ns); err != nil {
+			t.Fatal(err)
+		}
 		allowedDelete(t, tenantObj(f.n("p"), "", "", ""))
 	})
 }

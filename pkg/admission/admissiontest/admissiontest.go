@@ -140,6 +140,17 @@ func (w *World) AddLive(t testing.TB, obj client.Object) {
 	}
 }
 
+// Release removes tenant's namespace and Account "main" from the fake API server, as an operator does before
+// deleting a tenant (A-TENANT-IN-USE).
+func (w *World) Release(t testing.TB, tenant string) {
+	t.Helper()
+	for _, obj := range []client.Object{AccountObject(tenant, "main", tenant), NamespaceObject(tenant, tenant)} {
+		if err := w.Client.Delete(context.Background(), obj); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatalf("releasing tenant %s: %v", tenant, err)
+		}
+	}
+}
+
 // TenantObject is the API object of t with the labels the mutating webhook stamps.
 func TenantObject(t hierarchy.Tenant) *cmkv1.Tenant {
 	labels := map[string]string{cmkv1.TenantLabel: t.ID}
@@ -180,9 +191,17 @@ func AccountObject(ns, name, owner string) *cmkv1.Account {
 
 // KeyObject is a ServiceEncryptionKey in ns using Account accountNS/account, labelled as owned by ns's tenant.
 func KeyObject(ns, name, accountNS, account string) *cmkv1.ServiceEncryptionKey {
+	refNS := accountNS
+	if refNS == "" {
+		refNS = ns
+	}
+	labels := map[string]string{
+		cmkv1.TenantLabel:         ns,
+		admission.AccountRefLabel: admission.AccountRefValue(hierarchy.AccountKey{Namespace: refNS, Name: account}),
+	}
 	return &cmkv1.ServiceEncryptionKey{
 		TypeMeta:   metav1.TypeMeta{APIVersion: cmkv1.GroupVersion.String(), Kind: "ServiceEncryptionKey"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{cmkv1.TenantLabel: ns}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
 		Spec: cmkv1.ServiceEncryptionKeySpec{
 			AccountRef: cmkv1.AccountReference{Name: account, Namespace: accountNS},
 			Algorithm:  cmkv1.AlgorithmAES256,

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +40,12 @@ const (
 	RegionType   = "region"
 	AudiencesKey = "audiences"
 )
+
+// regionRE is the shape of a region name (a DNS label, as in the Tenant CRD).
+var regionRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// maxCachedRegions bounds the region answer cache.
+const maxCachedRegions = 1024
 
 type regionAnswer struct {
 	known     bool
@@ -89,8 +96,10 @@ func (p *RegionPolicy) lookup(ctx context.Context, region string) (regionAnswer,
 	if ok && time.Since(cached.at) < ttl {
 		return cached, nil
 	}
-	// SIS ids need at least 3 characters (protovalidate); shorter regions cannot exist there.
-	if len(region) < 3 {
+	// SIS ids need at least 3 characters (protovalidate); shorter regions cannot exist there. Anything that is not a
+	// DNS label cannot be a region either, and is answered without asking (or caching: the cache stays bounded by
+	// the plausible names a writer can invent, and by maxCachedRegions).
+	if len(region) < 3 || !regionRE.MatchString(region) {
 		return regionAnswer{known: false}, nil
 	}
 	resp, err := p.SIS.Get(ctx, &sisv1.GetRequest{Id: region, Type: RegionType})
@@ -115,6 +124,9 @@ func (p *RegionPolicy) lookup(ctx context.Context, region string) (regionAnswer,
 		return regionAnswer{}, fmt.Errorf("asking the system information service about region %q: %w", region, err)
 	}
 	p.mu.Lock()
+	if len(p.cache) >= maxCachedRegions {
+		clear(p.cache) // regions are few; a flood of invented names only costs re-asking
+	}
 	p.cache[region] = a
 	p.mu.Unlock()
 	return a, nil
@@ -211,7 +223,9 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 // InstanceConfig is the keystore instance configuration handed to a keystore plugin for an Account: its region and
 // the references it authenticates with. It never contains secret values; plugins resolve references themselves.
 func InstanceConfig(a *cmkv1.Account) (*structpb.Struct, error) {
-	v := map[string]any{"region": a.Spec.Region, "keyRef": a.Spec.KeyRef, "namespace": a.Namespace}
+	// The owning tenant (stamped from the namespace and validated) lets a plugin bind credentials to the tenant, e.g.
+	// as the STS ExternalId or a session tag, so one tenant cannot name another tenant's role or key.
+	v := map[string]any{"region": a.Spec.Region, "keyRef": a.Spec.KeyRef, "namespace": a.Namespace, "tenant": a.Labels[cmkv1.TenantLabel]}
 	if au := a.Spec.Auth; au != nil {
 		if au.IRSARoleARN != "" {
 			v["roleArn"] = au.IRSARoleARN

@@ -16,7 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
@@ -44,7 +46,11 @@ type Reconciler struct {
 
 // SetupWithManager registers the reconciler.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).For(&cmkv1.Account{}).Named("account-status").Complete(r)
+	// Only spec changes (and creates/deletes) trigger a probe: the reconciler's own status writes would otherwise
+	// re-queue it at once and defeat Interval/RetryInterval.
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&cmkv1.Account{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Named("account-status").Complete(r)
 }
 
 // Reconcile implements reconcile.Reconciler.
