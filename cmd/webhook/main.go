@@ -36,6 +36,7 @@ type options struct {
 	webhookPort     int
 	certDir         string
 	tls13           bool
+	clientCAFile    string
 	metricsAddr     string
 	probeAddr       string
 	profile         string
@@ -57,6 +58,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port to serve webhooks on.")
 	fs.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory with tls.crt and tls.key; reloaded when they change.")
 	fs.BoolVar(&o.tls13, "tls13-only", false, "Require TLS 1.3 (default minimum is TLS 1.2).")
+	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "PEM CA bundle; when set, clients (the API server) must present a certificate it signed. Off by default.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Prometheus metrics address; \"0\" disables.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	fs.StringVar(&o.profile, "profile", "", "Plugins profile (CMK plugins: format). Empty: the embedded apeiro-profile with builtin plugins.")
@@ -99,7 +101,7 @@ func run(ctx context.Context, o options) error {
 	if o.tls13 {
 		minTLS = tls.VersionTLS13
 	}
-	whServer := server.New(server.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir, MinTLSVersion: minTLS})
+	whServer := server.New(server.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir, MinTLSVersion: minTLS, ClientCAFile: o.clientCAFile})
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)

@@ -9,11 +9,13 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	stdlog "log"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -45,6 +47,10 @@ type Options struct {
 	MaxHeaderBytes int
 	// ShutdownTimeout bounds the graceful drain; defaults to 30 s.
 	ShutdownTimeout time.Duration
+	// ClientCAFile, when set, requires every client to present a certificate signed by one of these CAs: the API
+	// server then authenticates to the webhook (configure it with an AdmissionConfiguration kubeconfig). Off by
+	// default, as in Kubernetes; without it, restrict who can reach the port with a NetworkPolicy.
+	ClientCAFile string
 	// GetCertificate overrides the certificate source (tests); CertDir is then ignored.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
@@ -137,6 +143,18 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}()
 		cfg.GetCertificate = w.GetCertificate
+	}
+	if s.opts.ClientCAFile != "" {
+		pemBytes, err := os.ReadFile(s.opts.ClientCAFile)
+		if err != nil {
+			return fmt.Errorf("reading the client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("client CA file %s holds no PEM certificate", s.opts.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	ln, err := tls.Listen("tcp", net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.Port)), cfg)
 	if err != nil {

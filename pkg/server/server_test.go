@@ -479,3 +479,62 @@ func TestAdmissionReviewOverTLS(t *testing.T) {
 		}
 	})
 }
+
+// issueClient signs a client certificate with the test CA.
+func (p *pki) issueClient(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(p.serial.Add(1)),
+		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func TestClientCertificateRequired(t *testing.T) {
+	clients := newPKI(t) // the API server's client CA, separate from the serving CA
+	caFile := filepath.Join(t.TempDir(), "client-ca.crt")
+	writeFile(t, caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: clients.caCert.Raw}))
+	r := start(t, server.Options{ClientCAFile: caFile}, func(s *server.Server) { s.Register("/ok", okHandler()) })
+
+	get := func(certs ...tls.Certificate) error {
+		cfg := r.tlsConfig()
+		cfg.Certificates = certs
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		resp, err := c.Get("https://" + r.addr + "/ok")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	if err := get(); err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	if err := get(newPKI(t).issueClient(t)); err == nil {
+		t.Fatal("a client certificate from another CA was accepted")
+	}
+	if err := get(clients.issueClient(t)); err != nil {
+		t.Fatalf("a client certificate from the client CA was refused: %v", err)
+	}
+
+	bad := filepath.Join(t.TempDir(), "empty.crt")
+	writeFile(t, bad, []byte("not pem"))
+	srv := server.New(server.Options{Host: "127.0.0.1", CertDir: r.dir, ClientCAFile: bad})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := srv.Start(ctx); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("Start with an unusable client CA: %v", err)
+	}
+}
