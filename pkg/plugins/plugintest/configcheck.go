@@ -1,8 +1,14 @@
 package plugintest
 
 import (
+	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 )
 
 // ConfigCheck describes the configuration contract every plugin suite verifies: what Configure("") must do and
@@ -46,4 +52,42 @@ func CheckConfigLifecycle(t *testing.T, c ConfigCheck, mode Mode) {
 			t.Fatalf("error %q does not mention %q", err, c.InvalidYAMLMessage)
 		}
 	})
+}
+
+// CheckReconfigureUnderLoad re-sends the loaded plugin's own configuration through the Config service while
+// several goroutines keep calling rpc: every call must keep succeeding, because the proto requires Configure to be
+// safe concurrently with other RPCs (CMK may reconfigure at runtime).
+func CheckReconfigureUnderLoad(t *testing.T, l *Loaded, rpc func(ctx context.Context) error) {
+	t.Helper()
+	cfg, err := l.ConfigClient(l.Spec.Type, l.Spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	wg.Go(func() {
+		for range 10 {
+			if _, err := cfg.Configure(ctx, &configv1.ConfigureRequest{YamlConfiguration: l.Spec.YAML}); err != nil {
+				errs <- fmt.Errorf("Configure: %w", err)
+				return
+			}
+		}
+	})
+	for range 4 {
+		wg.Go(func() {
+			for range 10 {
+				if err := rpc(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("during runtime reconfiguration: %v", err)
+	}
 }

@@ -40,7 +40,6 @@ import (
 
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	certv1 "github.com/openkcm/plugin-sdk/proto/plugin/certificate_issuer/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/plugintest"
@@ -333,36 +332,11 @@ func checkRejects(t *testing.T, c *Config, ci certv1.CertificateIssuerServiceCli
 }
 
 func checkReconfigure(t *testing.T, c *Config, l *plugintest.Loaded, ci certv1.CertificateIssuerServiceClient) {
-	cfg, err := l.ConfigClient(host.TypeCertificateIssuer, c.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
 	key := pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(tenantKey(t)))
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	wg.Go(func() {
-		for range 5 {
-			if _, err := cfg.Configure(ctx(t), &configv1.ConfigureRequest{YamlConfiguration: c.YAML}); err != nil {
-				errs <- err
-				return
-			}
-		}
+	plugintest.CheckReconfigureUnderLoad(t, l, func(ctx context.Context) error {
+		_, err := ci.GetCertificate(ctx, c.request(key))
+		return err
 	})
-	for range 3 {
-		wg.Go(func() {
-			for range 5 {
-				if _, err := ci.GetCertificate(ctx(t), c.request(key)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("during runtime reconfiguration: %v", err)
-	}
 }
 
 func checkConfigLifecycle(t *testing.T, c *Config, mode plugintest.Mode) {

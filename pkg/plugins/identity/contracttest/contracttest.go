@@ -30,7 +30,6 @@ package contracttest
 import (
 	"context"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +38,6 @@ import (
 
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	idmv1 "github.com/openkcm/plugin-sdk/proto/plugin/identity_management/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/plugintest"
@@ -293,35 +291,10 @@ func checkIsolation(t *testing.T, c *Config, idm idmv1.IdentityManagementService
 // while lookups run: every lookup must keep succeeding (the proto requires
 // Configure to be safe concurrently with other RPCs).
 func checkReconfigure(t *testing.T, c *Config, l *plugintest.Loaded, idm idmv1.IdentityManagementServiceClient) {
-	cfg, err := l.ConfigClient(host.TypeIdentity, c.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	wg.Go(func() {
-		for range 10 {
-			if _, err := cfg.Configure(ctx(t), &configv1.ConfigureRequest{YamlConfiguration: c.YAML}); err != nil {
-				errs <- err
-				return
-			}
-		}
+	plugintest.CheckReconfigureUnderLoad(t, l, func(ctx context.Context) error {
+		_, err := idm.GetUser(ctx, &idmv1.GetUserRequest{UserId: c.Fixtures.User.ID, AuthContext: c.ac()})
+		return err
 	})
-	for range 4 {
-		wg.Go(func() {
-			for range 25 {
-				if _, err := idm.GetUser(ctx(t), &idmv1.GetUserRequest{UserId: c.Fixtures.User.ID, AuthContext: c.ac()}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("during runtime reconfiguration: %v", err)
-	}
 }
 
 func checkConfigLifecycle(t *testing.T, c *Config, mode plugintest.Mode) {

@@ -21,8 +21,8 @@ package contracttest
 
 import (
 	"context"
+	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -192,40 +192,13 @@ func checkSink(t *testing.T, c *Config, marker string) {
 }
 
 func checkReconfigure(t *testing.T, c *Config, l *plugintest.Loaded, n notifv1.NotificationServiceClient) {
-	cfg, err := l.ConfigClient(host.TypeNotification, c.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan string, 64)
-	wg.Go(func() {
-		for range 10 {
-			if _, err := cfg.Configure(ctx(t), &configv1.ConfigureRequest{YamlConfiguration: c.YAML}); err != nil {
-				errs <- err.Error()
-				return
-			}
+	plugintest.CheckReconfigureUnderLoad(t, l, func(ctx context.Context) error {
+		resp, err := n.SendNotification(ctx, cmkLike("reconfigure"))
+		if err == nil && !resp.GetSuccess() {
+			err = fmt.Errorf("success=false: %s", resp.GetMessage())
 		}
+		return err
 	})
-	for range 4 {
-		wg.Go(func() {
-			for range 10 {
-				resp, err := n.SendNotification(ctx(t), cmkLike("reconfigure"))
-				if err != nil {
-					errs <- err.Error()
-					return
-				}
-				if !resp.GetSuccess() {
-					errs <- resp.GetMessage()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Fatalf("during runtime reconfiguration: %s", e)
-	}
 }
 
 func checkUndeliverableDestination(t *testing.T, c *Config, l *plugintest.Loaded, n notifv1.NotificationServiceClient) {

@@ -23,7 +23,6 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,7 +31,6 @@ import (
 
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	sisv1 "github.com/openkcm/plugin-sdk/proto/plugin/systeminformation/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/plugintest"
@@ -221,36 +219,11 @@ func checkShortIDs(t *testing.T, sis sisv1.SystemInformationServiceClient, wantM
 }
 
 func checkReconfigure(t *testing.T, c *Config, l *plugintest.Loaded, sis sisv1.SystemInformationServiceClient) {
-	cfg, err := l.ConfigClient(host.TypeSystemInformation, c.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := c.Fixtures.Resources[0]
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	wg.Go(func() {
-		for range 10 {
-			if _, err := cfg.Configure(ctx(t), &configv1.ConfigureRequest{YamlConfiguration: c.YAML}); err != nil {
-				errs <- err
-				return
-			}
-		}
+	plugintest.CheckReconfigureUnderLoad(t, l, func(ctx context.Context) error {
+		_, err := sis.Get(ctx, &sisv1.GetRequest{Type: r.Type, Id: r.ID})
+		return err
 	})
-	for range 4 {
-		wg.Go(func() {
-			for range 25 {
-				if _, err := sis.Get(ctx(t), &sisv1.GetRequest{Type: r.Type, Id: r.ID}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("during runtime reconfiguration: %v", err)
-	}
 }
 
 func checkConfigLifecycle(t *testing.T, c *Config, mode plugintest.Mode) {
