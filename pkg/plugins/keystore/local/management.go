@@ -126,11 +126,13 @@ func (m *Management) DeleteKeystore(_ context.Context, req *managementv1.DeleteK
 	if err != nil {
 		return nil, err
 	}
-	if err := be.st.removeInstance(inst); err != nil {
-		return nil, internalErr("deleting keystore", err)
-	}
+	// Tombstone first: from here on every request with this instance's access data is refused, so no key can be
+	// created between the removal and the tombstone. The instance's meta records (with the tombstone) stay.
 	tomb, _ := json.Marshal(map[string]any{"deletedAt": m.now().UTC()})
 	if err := be.st.put(kindMeta, inst, metaDeleted, tomb, false); err != nil {
+		return nil, internalErr("deleting keystore", err)
+	}
+	if err := be.st.removeInstance(inst, kindMeta); err != nil {
 		return nil, internalErr("deleting keystore", err)
 	}
 	return &managementv1.DeleteKeystoreResponse{}, nil

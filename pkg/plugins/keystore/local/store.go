@@ -20,7 +20,8 @@ type store interface {
 	get(kind, instance, id string) ([]byte, error)
 	put(kind, instance, id string, data []byte, create bool) error
 	remove(kind, instance, id string) error
-	removeInstance(instance string) error
+	// removeInstance removes every record of the instance except those of kind keep.
+	removeInstance(instance, keep string) error
 }
 
 type memStore struct {
@@ -60,12 +61,12 @@ func (m *memStore) remove(kind, instance, id string) error {
 	return nil
 }
 
-func (m *memStore) removeInstance(instance string) error {
+func (m *memStore) removeInstance(instance, keep string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for k := range m.data {
 		// keys are kind\0instance\0id
-		if parts := strings.SplitN(k, "\x00", 3); len(parts) == 3 && parts[1] == instance {
+		if parts := strings.SplitN(k, "\x00", 3); len(parts) == 3 && parts[1] == instance && parts[0] != keep {
 			delete(m.data, k)
 		}
 	}
@@ -132,8 +133,23 @@ func (d *dirStore) remove(kind, instance, id string) error {
 	return err
 }
 
-func (d *dirStore) removeInstance(instance string) error {
-	return os.RemoveAll(d.instanceDir(instance))
+func (d *dirStore) removeInstance(instance, keep string) error {
+	entries, err := os.ReadDir(d.instanceDir(instance))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() == keep {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(d.instanceDir(instance), e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeTemp writes data to a new 0600 temp file in dir and fsyncs it.
