@@ -125,8 +125,8 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	model := hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth})
-	modelSynced, err := admission.Sync(ctx, mgr.GetCache(), model)
+	dir := &admission.Directory{Model: hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth}), Cached: mgr.GetClient(), Live: mgr.GetAPIReader(), MaxDepth: o.maxDepth}
+	modelSynced, err := admission.Sync(ctx, mgr.GetCache(), dir)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func run(ctx context.Context, o options) error {
 		perms = admission.TenantGroups{Prefix: o.tenantGroups, Bypass: splitList(o.bypassGroups)}
 	}
 	h := admission.NewHandlers(admission.Handlers{
-		Dir:          &admission.Directory{Model: model, Cached: mgr.GetClient(), Live: mgr.GetAPIReader(), MaxDepth: o.maxDepth},
+		Dir:          dir,
 		Regions:      regions,
 		Keys:         plugins.keyProber(parseMap(o.keystorePlugins)),
 		Permissions:  perms,

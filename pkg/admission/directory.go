@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -45,7 +47,48 @@ type Directory struct {
 	Live client.Reader
 	// MaxDepth bounds the ancestor chain loaded on a miss.
 	MaxDepth int
+
+	// deleted records when the informers removed an object, so that a live read racing with that delete never
+	// re-inserts it (the live Get may return the object just before it is deleted, and the informer's delete may be
+	// applied before this request's upsert).
+	mu      sync.Mutex
+	deleted map[string]time.Time
 }
+
+// deletionMemory is how long an informer delete is remembered; far longer than any live read.
+const deletionMemory = time.Minute
+
+// forget removes an object from the model on an informer delete and remembers when.
+func (d *Directory) forget(key string, remove func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	remove()
+	now := time.Now()
+	if d.deleted == nil {
+		d.deleted = map[string]time.Time{}
+	}
+	if len(d.deleted) > 256 {
+		for k, at := range d.deleted {
+			if now.Sub(at) > deletionMemory {
+				delete(d.deleted, k)
+			}
+		}
+	}
+	d.deleted[key] = now
+}
+
+// remember inserts an object read live at readStart, unless the informers deleted it since.
+func (d *Directory) remember(key string, readStart time.Time, insert func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if at, ok := d.deleted[key]; ok && !at.Before(readStart) {
+		return
+	}
+	insert()
+}
+
+func tenantKey(id string) string               { return "tenant\x00" + id }
+func accountKey(k hierarchy.AccountKey) string { return "account\x00" + k.Namespace + "\x00" + k.Name }
 
 // TenantOfNamespace returns the tenant a namespace is assigned to by its cmk.apeiro.io/tenant label.
 func (d *Directory) TenantOfNamespace(ctx context.Context, name string) (string, error) {
@@ -78,6 +121,7 @@ func (d *Directory) EnsureTenant(ctx context.Context, id string) error {
 				return nil
 			}
 			var obj cmkv1.Tenant
+			start := time.Now()
 			if err := d.Live.Get(ctx, client.ObjectKey{Name: id}, &obj); err != nil {
 				if apierrors.IsNotFound(err) {
 					return nil
@@ -85,7 +129,7 @@ func (d *Directory) EnsureTenant(ctx context.Context, id string) error {
 				return fmt.Errorf("reading tenant %q: %w", id, err)
 			}
 			t = TenantFromObject(&obj)
-			d.Model.UpsertTenant(t)
+			d.remember(tenantKey(id), start, func() { d.Model.UpsertTenant(t) })
 		}
 		if t.ShadowOf != "" {
 			id = t.ShadowOf
@@ -101,6 +145,7 @@ func (d *Directory) EnsureAccount(ctx context.Context, key hierarchy.AccountKey)
 	owner, ok := d.Model.AccountOwner(key)
 	if !ok && d.Live != nil {
 		var obj cmkv1.Account
+		start := time.Now()
 		err := d.Live.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name}, &obj)
 		switch {
 		case apierrors.IsNotFound(err):
@@ -112,7 +157,7 @@ func (d *Directory) EnsureAccount(ctx context.Context, key hierarchy.AccountKey)
 		if owner == "" {
 			return nil // an unowned account (written while the webhook was down) is never referencable
 		}
-		d.Model.UpsertAccount(key, owner)
+		d.remember(accountKey(key), start, func() { d.Model.UpsertAccount(key, owner) })
 	}
 	if owner == "" {
 		return nil

@@ -16,7 +16,8 @@ import (
 // ServiceEncryptionKeys (which Account each one uses). The model tolerates out-of-order arrival. The returned func
 // reports whether every handler has seen its informer's initial list, i.e. the model is complete; gate readiness on
 // it so that no request is judged against a half-filled model after a start.
-func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) (synced func() bool, err error) {
+func Sync(ctx context.Context, informers cache.Informers, d *Directory) (synced func() bool, err error) {
+	m := d.Model
 	var regs []toolscache.ResourceEventHandlerRegistration
 	add := func(obj client.Object, upsert func(client.Object), remove func(client.Object)) error {
 		inf, err := informers.GetInformer(ctx, obj)
@@ -48,7 +49,7 @@ func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) (s
 	}
 	if err := add(&cmkv1.Tenant{},
 		func(o client.Object) { m.UpsertTenant(TenantFromObject(o.(*cmkv1.Tenant))) },
-		func(o client.Object) { m.DeleteTenant(o.GetName()) }); err != nil {
+		func(o client.Object) { d.forget(tenantKey(o.GetName()), func() { m.DeleteTenant(o.GetName()) }) }); err != nil {
 		return nil, err
 	}
 	if err := add(&cmkv1.Account{},
@@ -61,7 +62,8 @@ func Sync(ctx context.Context, informers cache.Informers, m *hierarchy.Model) (s
 			}
 		},
 		func(o client.Object) {
-			m.DeleteAccount(hierarchy.AccountKey{Namespace: o.GetNamespace(), Name: o.GetName()})
+			k := hierarchy.AccountKey{Namespace: o.GetNamespace(), Name: o.GetName()}
+			d.forget(accountKey(k), func() { m.DeleteAccount(k) })
 		}); err != nil {
 		return nil, err
 	}
