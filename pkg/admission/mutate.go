@@ -2,7 +2,6 @@ package admission
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 
 	"gomodules.xyz/jsonpatch/v2"
@@ -124,14 +123,10 @@ func (h *Handlers) MutateServiceEncryptionKey(ctx context.Context, req admission
 		if err := decode(raw, &k); err != nil {
 			return nil, err
 		}
-		// Without spec.accountRef the operations below have no parent to land in and the whole patch would fail to
-		// apply (an API server error instead of the schema's "required" message); validation reports the missing ref.
-		var has struct {
-			Spec struct {
-				AccountRef json.RawMessage `json:"accountRef"`
-			} `json:"spec"`
-		}
-		if err := json.Unmarshal(raw, &has); err != nil || len(has.Spec.AccountRef) == 0 || string(has.Spec.AccountRef) == "null" {
+		// Without spec.accountRef (or its name) the operations below have no parent to land in and the whole patch
+		// would fail to apply (an API server error instead of the schema's "required" message); the schema and the
+		// validating webhook report the missing reference.
+		if k.Spec.AccountRef.Name == "" {
 			return nil, nil
 		}
 		var ops []jsonpatch.JsonPatchOperation
