@@ -36,13 +36,16 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 	derived := map[string]string{cmkv1.TenantLabel: t.Name, ParentLabel: t.Spec.Parent, ShadowOfLabel: t.Spec.ShadowOf}
 	for _, l := range sortedKeys(derived) {
 		if got, ok := t.Labels[l]; ok && got != derived[l] {
-			want := derived[l]
-			errs = append(errs, fieldErr("metadata.labels["+l+"]", "A-LABEL-MISMATCH", "value %q does not match the spec (%q)", got, want))
+			errs = append(errs, fieldErr("metadata.labels["+l+"]", "A-LABEL-MISMATCH", "value %q does not match the spec (%q)", got, derived[l]))
 		}
 	}
-	// Attaching a tenant to a tree is a write into the parent's (or shadow target's) tree too: the new tenant inherits
-	// reference rights there. The caller must be allowed on both.
-	for _, id := range []string{t.Name, t.Spec.Parent, t.Spec.ShadowOf} {
+	// Attaching a tenant to a tree (on create; the fields are immutable afterwards) is a write into the parent's or
+	// shadow target's tree too: the new tenant inherits reference rights there. The caller must be allowed on both.
+	scope := []string{t.Name}
+	if req.Operation == admissionv1.Create {
+		scope = append(scope, t.Spec.Parent, t.Spec.ShadowOf)
+	}
+	for _, id := range scope {
 		if id == "" {
 			continue
 		}
