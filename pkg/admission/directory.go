@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
@@ -165,27 +167,36 @@ func (d *Directory) EnsureAccount(ctx context.Context, key hierarchy.AccountKey)
 	return d.EnsureTenant(ctx, owner)
 }
 
-// LiveDependents lists, live, up to limit children and up to limit shadows of tenant id. It backs the model's
-// delete check when the informer may lag behind a create that happened a moment ago.
-func (d *Directory) LiveDependents(ctx context.Context, id string, limit int64) (children, shadows []string, err error) {
+// liveNames lists, live, up to limit objects of list's kind carrying label=value and returns their names
+// ("namespace/name" for namespaced objects). It backs the delete checks that must not trust informers which may lag
+// behind a write made a moment ago; label selectors keep each query to the objects that matter.
+func (d *Directory) liveNames(ctx context.Context, list client.ObjectList, label, value string, limit int64) ([]string, error) {
 	if d.Live == nil {
-		return nil, nil, nil
+		return nil, nil
 	}
-	list := func(label string) ([]string, error) {
-		var l cmkv1.TenantList
-		if err := d.Live.List(ctx, &l, client.MatchingLabels{label: id}, client.Limit(limit)); err != nil {
-			return nil, fmt.Errorf("listing dependents of tenant %q: %w", id, err)
-		}
-		names := make([]string, 0, len(l.Items))
-		for i := range l.Items {
-			names = append(names, l.Items[i].Name)
-		}
-		return names, nil
+	if err := d.Live.List(ctx, list, client.MatchingLabels{label: value}, client.Limit(limit)); err != nil {
+		return nil, fmt.Errorf("listing objects with %s=%s: %w", label, value, err)
 	}
-	if children, err = list(ParentLabel); err != nil {
+	var names []string
+	err := apimeta.EachListItem(list, func(o runtime.Object) error {
+		if m, ok := o.(client.Object); ok {
+			if m.GetNamespace() != "" {
+				names = append(names, m.GetNamespace()+"/"+m.GetName())
+			} else {
+				names = append(names, m.GetName())
+			}
+		}
+		return nil
+	})
+	return names, err
+}
+
+// LiveDependents lists, live, up to limit children and up to limit shadows of tenant id.
+func (d *Directory) LiveDependents(ctx context.Context, id string, limit int64) (children, shadows []string, err error) {
+	if children, err = d.liveNames(ctx, &cmkv1.TenantList{}, ParentLabel, id, limit); err != nil {
 		return nil, nil, err
 	}
-	shadows, err = list(ShadowOfLabel)
+	shadows, err = d.liveNames(ctx, &cmkv1.TenantList{}, ShadowOfLabel, id, limit)
 	return children, shadows, err
 }
 
@@ -193,40 +204,16 @@ func (d *Directory) LiveDependents(ctx context.Context, id string, limit int64) 
 // must not be deleted while either exists: its name could be re-created elsewhere in the hierarchy (say as a Shadow
 // of another tenant) and would inherit the namespaces, Accounts and keys.
 func (d *Directory) LiveAssigned(ctx context.Context, id string, limit int64) (namespaces, accounts []string, err error) {
-	if d.Live == nil {
-		return nil, nil, nil
+	if namespaces, err = d.liveNames(ctx, &corev1.NamespaceList{}, cmkv1.TenantLabel, id, limit); err != nil {
+		return nil, nil, err
 	}
-	var nsl corev1.NamespaceList
-	if err := d.Live.List(ctx, &nsl, client.MatchingLabels{cmkv1.TenantLabel: id}, client.Limit(limit)); err != nil {
-		return nil, nil, fmt.Errorf("listing namespaces of tenant %q: %w", id, err)
-	}
-	for i := range nsl.Items {
-		namespaces = append(namespaces, nsl.Items[i].Name)
-	}
-	var al cmkv1.AccountList
-	if err := d.Live.List(ctx, &al, client.MatchingLabels{cmkv1.TenantLabel: id}, client.Limit(limit)); err != nil {
-		return nil, nil, fmt.Errorf("listing accounts of tenant %q: %w", id, err)
-	}
-	for i := range al.Items {
-		accounts = append(accounts, al.Items[i].Namespace+"/"+al.Items[i].Name)
-	}
-	return namespaces, accounts, nil
+	accounts, err = d.liveNames(ctx, &cmkv1.AccountList{}, cmkv1.TenantLabel, id, limit)
+	return namespaces, accounts, err
 }
 
 // LiveKeysOf lists, live, up to limit ServiceEncryptionKeys (namespace/name) that use Account k.
 func (d *Directory) LiveKeysOf(ctx context.Context, k hierarchy.AccountKey, limit int64) ([]string, error) {
-	if d.Live == nil {
-		return nil, nil
-	}
-	var l cmkv1.ServiceEncryptionKeyList
-	if err := d.Live.List(ctx, &l, client.MatchingLabels{AccountRefLabel: AccountRefValue(k)}, client.Limit(limit)); err != nil {
-		return nil, fmt.Errorf("listing keys of account %s: %w", k, err)
-	}
-	names := make([]string, 0, len(l.Items))
-	for i := range l.Items {
-		names = append(names, l.Items[i].Namespace+"/"+l.Items[i].Name)
-	}
-	return names, nil
+	return d.liveNames(ctx, &cmkv1.ServiceEncryptionKeyList{}, AccountRefLabel, AccountRefValue(k), limit)
 }
 
 // TenantFromObject converts the API object to the hierarchy model's view.
