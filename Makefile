@@ -12,6 +12,15 @@ GO ?= go
 CONTROLLER_GEN = $(TOOLS_CACHE)/controller-gen-$(shell cat hack/tools/go.mod hack/tools/go.sum | sha256sum | cut -c1-12)
 FUZZTIME ?= 5s
 
+# Real peers. Each hack/make/<peer>.mk fragment appends its build target to PEERS (prerequisites of `make test`)
+# and the environment its tests read to PEER_ENV, e.g.
+#   PEERS += kcp-bin
+#   PEER_ENV += KCP_BIN="$$(bash hack/peers/build-kcp.sh 2>/dev/null)"
+# Builds are cached outside the clone (hack/peers/lib.sh), so a warm machine pays nothing.
+PEERS := kube-bin
+PEER_ENV :=
+include $(sort $(wildcard hack/make/*.mk))
+
 ##@ General
 .PHONY: help
 help: ## Show this help.
@@ -63,19 +72,22 @@ kube-bin: ## Build (or reuse) etcd, kube-apiserver and kubectl from hack/peers/k
 
 ##@ Test
 .PHONY: test
-test: verify-generate lint kube-bin ## Every test: unit, contract suites, envtest, e2e against a real control plane, short fuzzing.
-	@echo ">> unit, contract and e2e tests (real control plane from $$(bash hack/peers/build-kube.sh 2>/dev/null))"
+test: verify-generate lint $(PEERS) ## Every test: unit, contract suites, envtest, e2e against real peers, short fuzzing.
+	@echo ">> unit, contract and e2e tests (real control plane from $$(bash hack/peers/build-kube.sh 2>/dev/null); peers: $(PEERS))"
 	KUBE_BIN="$$(bash hack/peers/build-kube.sh 2>/dev/null)" KUBEBUILDER_ASSETS="$$(bash hack/peers/build-kube.sh 2>/dev/null)" \
-		$(GO) test -race -count=1 -timeout 40m ./...
+		$(PEER_ENV) $(GO) test -race -count=1 -timeout 40m ./...
 	@$(MAKE) --no-print-directory fuzz
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no control plane).
 	$(GO) test -count=1 ./...
 
+.PHONY: peers
+peers: $(PEERS) ## Build or install every real peer the tests use (cached; idempotent).
+
 .PHONY: e2e
 e2e: kube-bin build ## Only the e2e suite (set KUBECONFIG to run it against an existing cluster).
-	KUBE_BIN="$$(bash hack/peers/build-kube.sh 2>/dev/null)" $(GO) test -count=1 -v -timeout 20m ./test/e2e/...
+	KUBE_BIN="$$(bash hack/peers/build-kube.sh 2>/dev/null)" $(PEER_ENV) $(GO) test -count=1 -v -timeout 20m ./test/e2e/...
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.
