@@ -14,19 +14,15 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
-	"github.com/apeirora/apeiro-cmk/pkg/controllers/account"
 	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
 	"github.com/apeirora/apeiro-cmk/pkg/server"
 )
@@ -49,8 +45,14 @@ type options struct {
 	maxBodyBytes    int64
 	tenantGroups    string
 	bypassGroups    string
+	bypassUsers     string
 	leaderElect     bool
 	leaderElectNS   string
+	kcp             kcpOptions
+	kc              keychainOptions
+	id              identityOptions
+	certRenew       certRenewOptions
+	alerts          alertOptions
 }
 
 func (o *options) bind(fs *flag.FlagSet) {
@@ -65,14 +67,20 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.maxDepth, "max-depth", hierarchy.DefaultMaxDepth, "Maximum tenant nesting depth (a Root is depth 1).")
 	fs.StringVar(&o.regionSource, "region-source", "static", "Where the Platform Mesh region/audience policy comes from: static (--allowed-regions) or sis (the profile's SystemInformationService plugin, resource type \"region\").")
 	fs.StringVar(&o.allowedRegions, "allowed-regions", "", "With --region-source=static: comma-separated regions, each optionally with audiences as region=aud1|aud2. Empty: any region.")
-	fs.StringVar(&o.keystorePlugins, "keystore-plugins", "", "Account keystore type to keystore operations plugin name, comma-separated (e.g. local=LOCAL,aws=AWS); Accounts of mapped keystores get their L1 key probed on create. Empty: no probe at admission.")
+	fs.StringVar(&o.keystorePlugins, "keystore-plugins", "", "Account keystore type to keystore operations plugin name, comma-separated (e.g. local=LOCAL,aws=AWS); Accounts of mapped keystores get their L1 key probed (docs/keychain.md). Empty: every operations plugin of the profile whose lower-cased name is a keystore type; \"none\": no probes.")
+	o.kc.bind(fs)
+	o.kcp.bind(fs)
+	o.id.bind(fs)
+	o.certRenew.bind(fs)
+	o.alerts.bind(fs)
 	fs.StringVar(&o.trustDomains, "trust-domains", "", "Comma-separated SPIFFE trust domains allowed in workload identities (empty: any).")
 	fs.DurationVar(&o.probeTimeout, "key-probe-timeout", admission.DefaultProbeTimeout, "Budget of an L1 key probe on the admission path; slower keystores produce a warning, not a denial.")
 	fs.Int64Var(&o.maxBodyBytes, "max-request-bytes", admission.DefaultMaxBodyBytes, "Largest accepted AdmissionReview body.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader for the Account status reconciler (set with more than one replica; admission is served by every replica).")
 	fs.StringVar(&o.leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace).")
-	fs.StringVar(&o.bypassGroups, "permission-bypass-groups", "system:masters,system:serviceaccounts:kube-system", "With --tenant-admin-group-prefix: groups exempt from the tenant-admin requirement (cluster admins, and kube-system controllers such as the namespace and garbage collectors).")
-	fs.StringVar(&o.tenantGroups, "tenant-admin-group-prefix", "", "When set, writes need group <prefix><tenant>:admin (or a --permission-bypass-groups group); empty leaves authorization to RBAC.")
+	fs.StringVar(&o.bypassGroups, "permission-bypass-groups", strings.Join(admission.DefaultBypassGroups, ","), "Groups exempt from the tenant-admin requirement (cluster and platform admins). Never name a whole service-account group.")
+	fs.StringVar(&o.bypassUsers, "permission-bypass-users", strings.Join(admission.DefaultBypassUsers, ","), "Users exempt from the tenant-admin requirement (the named kube-controller-manager loops that delete objects for users).")
+	fs.StringVar(&o.tenantGroups, "tenant-admin-group-prefix", admission.DefaultTenantAdminGroupPrefix, "Writes need group <prefix><tenant>:admin (or a bypass group or user); empty switches the check off and leaves authorization to RBAC alone.")
 }
 
 func main() {
@@ -89,6 +97,9 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
+	if o.kcp.enabled() {
+		return runKCP(ctx, o) // cmd/webhook/kcp.go
+	}
 	log := ctrl.Log.WithName("setup")
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -116,10 +127,8 @@ func run(ctx context.Context, o options) error {
 		LeaderElectionNamespace: o.leaderElectNS,
 		// Release the lease on shutdown so the next leader takes over without waiting for expiry.
 		LeaderElectionReleaseOnCancel: true,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only the label the webhook needs matters; strip managed fields to keep the cache small.
-			&corev1.Namespace{}: {},
-		}, DefaultTransform: cache.TransformStripManagedFields()},
+		// Each kind is cut down to what the checks read as it enters the cache (memory is bounded per object).
+		Cache: admission.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
@@ -142,21 +151,34 @@ func run(ctx context.Context, o options) error {
 	}
 	var perms admission.Permissions = admission.RBACDelegated{}
 	if o.tenantGroups != "" {
-		perms = admission.TenantGroups{Prefix: o.tenantGroups, Bypass: splitList(o.bypassGroups)}
+		perms = admission.TenantGroups{Prefix: o.tenantGroups, Bypass: splitList(o.bypassGroups), BypassUsers: splitList(o.bypassUsers)}
+	}
+	keys, err := setupKeychain(ctx, mgr, o, plugins)
+	if err != nil {
+		return err
 	}
 	h := admission.NewHandlers(admission.Handlers{
 		Dir:          dir,
 		Regions:      regions,
-		Keys:         plugins.keyProber(parseMap(o.keystorePlugins)),
+		Keys:         keys.Admission,
 		Permissions:  perms,
 		ProbeTimeout: o.probeTimeout,
 		TrustDomains: splitList(o.trustDomains),
 	})
 	admission.Register(whServer, h, admission.Limits{MaxBodyBytes: o.maxBodyBytes})
+	if err := setupIdentity(ctx, mgr, whServer, o, keys.Chain); err != nil { // cmd/webhook/identity.go
+		return err
+	}
+	if err := setupCertRenewal(ctx, mgr, o); err != nil { // cmd/webhook/certs.go
+		return err
+	}
+	if err := setupAlerts(ctx, mgr, o); err != nil { // cmd/webhook/alerts.go
+		return err
+	}
 	// The manager adds its webhook server to the runnables only when it is first asked for it.
 	_ = mgr.GetWebhookServer()
-	if err := (&account.Reconciler{Client: mgr.GetClient(), Prober: h.Keys, Recorder: mgr.GetEventRecorder("apeiro-cmk")}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the account status reconciler: %w", err)
+	if err := setupKeyControllers(mgr, o, keys); err != nil {
+		return err
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -174,7 +196,7 @@ func run(ctx context.Context, o options) error {
 	}); err != nil {
 		return err
 	}
-	log.Info("starting", "webhookPort", o.webhookPort, "maxDepth", o.maxDepth, "plugins", plugins.describe())
+	log.Info("starting", "webhookPort", o.webhookPort, "maxDepth", o.maxDepth, "plugins", plugins.describe(), "keystores", keys.describe())
 	return mgr.Start(ctx)
 }
 

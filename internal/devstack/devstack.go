@@ -74,6 +74,8 @@ type Stack struct {
 	Timings []Timing
 
 	webhookConfigs []client.Object
+	// baseArgs/baseEnv: the webhook's settings before the first RestartWebhook (restart.go).
+	baseArgs, baseEnv []string
 }
 
 // Timing of one bring-up step.
@@ -145,6 +147,13 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("devstack: %w", err)
 	}
 	mark("CRDs established from " + rel(opts.Root, crdDir))
+
+	// The in-process ValidatingAdmissionPolicies of deploy/base, so the stack enforces what a cluster does.
+	policies, err := InstallAdmissionPolicies(ctx, s.Client, filepath.Join(opts.Root, "deploy", "base"))
+	if err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+	mark(fmt.Sprintf("%d admission policies and bindings from deploy/base installed", policies))
 
 	if err := s.startWebhook(ctx); err != nil {
 		return nil, fmt.Errorf("devstack: %w", err)

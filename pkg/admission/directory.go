@@ -49,6 +49,8 @@ type Directory struct {
 	Live client.Reader
 	// MaxDepth bounds the ancestor chain loaded on a miss.
 	MaxDepth int
+	// Source, when set, replaces namespace-label ownership (kcp: ownership by logical cluster; see source.go).
+	Source Source
 
 	// deleted records when the informers removed an object, so that a live read racing with that delete never
 	// re-inserts it (the live Get may return the object just before it is deleted, and the informer's delete may be
@@ -94,6 +96,9 @@ func accountKey(k hierarchy.AccountKey) string { return "account\x00" + k.Namesp
 
 // TenantOfNamespace returns the tenant a namespace is assigned to by its cmk.apeiro.io/tenant label.
 func (d *Directory) TenantOfNamespace(ctx context.Context, name string) (string, error) {
+	if d.Source != nil {
+		return d.Source.TenantOfNamespace(ctx, name)
+	}
 	var ns corev1.Namespace
 	err := d.Cached.Get(ctx, client.ObjectKey{Name: name}, &ns)
 	if apierrors.IsNotFound(err) && d.Live != nil {

@@ -71,7 +71,7 @@ func expectKind(req admission.Request, group, kind string) *admission.Response {
 func (h *Handlers) ownerFor(ctx context.Context, kind, namespace, name string, labels map[string]string, mutating bool) (string, *admission.Response) {
 	owner, err := h.Dir.TenantOfNamespace(ctx, namespace)
 	if errors.Is(err, ErrNoTenant) {
-		r := deny(kind, name, fieldErr("metadata.namespace", "A-NS-UNASSIGNED",
+		r := deny(kind, name, fieldErr("metadata.namespace", RuleNSUnassigned,
 			"namespace %q is not assigned to a tenant (label %s is missing on the namespace)", namespace, cmkv1.TenantLabel))
 		return "", &r
 	}
@@ -83,11 +83,11 @@ func (h *Handlers) ownerFor(ctx context.Context, kind, namespace, name string, l
 		got, ok := labels[cmkv1.TenantLabel]
 		switch {
 		case !ok:
-			r := deny(kind, name, fieldErr("metadata.labels["+cmkv1.TenantLabel+"]", "A-OWNER-MISSING",
+			r := deny(kind, name, fieldErr("metadata.labels["+cmkv1.TenantLabel+"]", RuleOwnerMissing,
 				"ownership label is missing (the mutating webhook stamps it; is it registered?)"))
 			return "", &r
 		case got != owner:
-			r := deny(kind, name, fieldErr("metadata.labels["+cmkv1.TenantLabel+"]", "A-OWNER-MISMATCH",
+			r := deny(kind, name, fieldErr("metadata.labels["+cmkv1.TenantLabel+"]", RuleOwnerMismatch,
 				"value %q does not match tenant %q that owns namespace %q", got, owner, namespace))
 			return "", &r
 		}
@@ -95,15 +95,52 @@ func (h *Handlers) ownerFor(ctx context.Context, kind, namespace, name string, l
 	return owner, nil
 }
 
-// requireTenant checks that the owning tenant exists.
-func (h *Handlers) requireTenant(ctx context.Context, kind, name, owner string) *admission.Response {
+// ownedWrite is the prologue every namespaced kind shares on CREATE and UPDATE, in this order: the owner comes from
+// the namespace and must match the object's ownership label, the owning tenant must exist (and, on create, not be
+// terminating), and the caller must be allowed to write that tenant's objects. The first failure is the answer.
+func (h *Handlers) ownedWrite(ctx context.Context, req admission.Request, kind, name string, labels map[string]string) (string, *admission.Response) {
+	owner, r := h.ownerFor(ctx, kind, req.Namespace, name, labels, false)
+	if r != nil {
+		return "", r
+	}
+	if r := h.requireTenant(ctx, req, kind, name, owner); r != nil {
+		return "", r
+	}
+	if r := h.authorize(ctx, req, kind, name, owner, ActionWrite); r != nil {
+		return "", r
+	}
+	return owner, nil
+}
+
+// requireTenant checks that the owning tenant exists. On create (a new object joins the tenant) the tenant is read
+// live and must not be terminating: a tenant held by a finalizer stays in the model until it is gone, and an
+// object admitted into it meanwhile would outlive it.
+func (h *Handlers) requireTenant(ctx context.Context, req admission.Request, kind, name, owner string) *admission.Response {
 	if err := h.Dir.EnsureTenant(ctx, owner); err != nil {
 		r := errored(http.StatusInternalServerError, "%v", err)
 		return &r
 	}
 	if _, ok := h.Dir.Model.Tenant(owner); !ok {
-		r := deny(kind, name, fieldErr("metadata.namespace", "A-TENANT-UNKNOWN",
+		r := deny(kind, name, fieldErr("metadata.namespace", RuleTenantUnknown,
 			"tenant %q (from the namespace label) does not exist", owner))
+		return &r
+	}
+	if req.Operation != admissionv1.Create {
+		return nil
+	}
+	state, err := h.Dir.LiveTenantState(ctx, owner)
+	if err != nil {
+		r := errored(http.StatusInternalServerError, "%v", err)
+		return &r
+	}
+	switch state {
+	case stateMissing:
+		r := deny(kind, name, fieldErr("metadata.namespace", RuleTenantUnknown,
+			"tenant %q (from the namespace label) does not exist", owner))
+		return &r
+	case stateTerminating:
+		r := deny(kind, name, fieldErr("metadata.namespace", RuleTerminating,
+			"tenant %q (from the namespace label) is being deleted; no new objects may join it", owner))
 		return &r
 	}
 	return nil
@@ -113,7 +150,7 @@ func (h *Handlers) authorize(ctx context.Context, req admission.Request, kind, n
 	if err := h.Permissions.Authorize(ctx, req.UserInfo, tenant, kind, action); err != nil {
 		var pe *PolicyError
 		if errors.As(err, &pe) {
-			r := deny(kind, name, fieldErr(pe.Field, "A-PERMISSION", "%s", pe.Msg))
+			r := deny(kind, name, fieldErr(pe.Field, RulePermission, "%s", pe.Msg))
 			return &r
 		}
 		r := errored(http.StatusServiceUnavailable, "checking permissions: %v", err)

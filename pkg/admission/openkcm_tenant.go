@@ -41,7 +41,7 @@ func (h *Handlers) ValidateOpenKCMTenant(ctx context.Context, req admission.Requ
 	}
 	var errs []FieldError
 	if t.Spec.Region == "" {
-		errs = append(errs, fieldErr("spec.region", "A-REGION", "is required"))
+		errs = append(errs, fieldErr("spec.region", RuleRegion, "is required"))
 	}
 	var aud []string
 	if p := t.Spec.OIDCProvider; p != nil {

@@ -2,14 +2,13 @@ package admission
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 
-	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 )
 
 // The interfaces below are the checks that plugins answer in production. Each has an in-process default so the
@@ -62,16 +61,12 @@ func (p StaticRegionPolicy) CheckRegion(_ context.Context, region string, audien
 	return nil
 }
 
-// ErrKeyNotFound is returned by a KeyProber when the keystore answered that the key does not exist.
-var ErrKeyNotFound = errors.New("key not found in the keystore provider")
+// ErrKeyNotFound is returned by a KeyProber when the keystore answered that the key does not exist. It lives in
+// pkg/keychain (shared with the Account reconciler, which must not import the webhook package).
+var ErrKeyNotFound = keychain.ErrKeyNotFound
 
-// KeyProber proves an Account's L1 key exists and answers (FR-3.3). Production: the keystore operations plugin of
-// the Account's keystore. Implementations must honour ctx's deadline.
-type KeyProber interface {
-	// ProbeKey returns nil when the key answered, an error wrapping ErrKeyNotFound when the keystore says it does not
-	// exist, and any other error when the keystore could not be asked (unreachable, unauthenticated, timeout).
-	ProbeKey(ctx context.Context, acct *cmkv1.Account) error
-}
+// KeyProber proves an Account's L1 key exists and answers (FR-3.3); see keychain.Prober.
+type KeyProber = keychain.Prober
 
 // Action is what a caller wants to do with a tenant's object.
 type Action string
@@ -97,14 +92,36 @@ func (RBACDelegated) Authorize(context.Context, authenticationv1.UserInfo, strin
 
 // TenantGroups requires the caller to be a member of the group "<Prefix><tenant>:admin" (for writes and deletes),
 // the shape in which Platform Mesh workspace roles appear as Kubernetes groups, unless the caller is in one of the
-// Bypass groups (cluster admins, the platform's controllers).
+// Bypass groups (cluster and platform admins) or is one of the BypassUsers (named platform controllers such as the
+// namespace controller and the garbage collector, which delete tenants' objects on their behalf).
 type TenantGroups struct {
-	Prefix string
-	Bypass []string
+	Prefix      string
+	Bypass      []string
+	BypassUsers []string
 }
+
+// Default permission settings: the check is on, and only cluster/platform administrators and the two
+// kube-controller-manager loops that delete objects for users bypass it. A whole service-account group such as
+// system:serviceaccounts:kube-system is deliberately not in the list: it would admit every pod running there.
+const DefaultTenantAdminGroupPrefix = "apeiro-cmk:tenant:"
+
+var (
+	DefaultBypassGroups = []string{"system:masters", "apeiro-cmk:platform-admins"}
+	DefaultBypassUsers  = []string{
+		// kube-controller-manager without --use-service-account-credentials runs every loop as this user.
+		"system:kube-controller-manager",
+		"system:serviceaccount:kube-system:namespace-controller",
+		"system:serviceaccount:kube-system:generic-garbage-collector",
+		// This process's own controllers (finalizers and status of our kinds) under deploy/base's service account.
+		"system:serviceaccount:apeiro-cmk-system:apeiro-cmk-webhook",
+	}
+)
 
 // Authorize implements Permissions.
 func (p TenantGroups) Authorize(_ context.Context, user authenticationv1.UserInfo, tenant, kind string, action Action) error {
+	if slices.Contains(p.BypassUsers, user.Username) {
+		return nil
+	}
 	for _, g := range user.Groups {
 		if slices.Contains(p.Bypass, g) || g == p.Prefix+tenant+":admin" {
 			return nil

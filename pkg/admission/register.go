@@ -9,8 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"golang.org/x/sync/semaphore"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
@@ -25,6 +24,7 @@ const (
 	PathMutateWebHookNotification   = "/mutate-cmk-apeiro-io-v1alpha1-webhooknotification"
 	PathValidateWebHookNotification = "/validate-cmk-apeiro-io-v1alpha1-webhooknotification"
 	PathValidateOpenKCMTenant       = "/validate-operations-openkcm-io-v1alpha1-tenant"
+	PathValidateNamespace           = "/validate-core-v1-namespace"
 )
 
 // Endpoints maps each path to its handler.
@@ -39,6 +39,7 @@ func (h *Handlers) Endpoints() map[string]admission.HandlerFunc {
 		PathMutateWebHookNotification:   h.MutateWebHookNotification,
 		PathValidateWebHookNotification: h.ValidateWebHookNotification,
 		PathValidateOpenKCMTenant:       h.ValidateOpenKCMTenant,
+		PathValidateNamespace:           h.ValidateNamespace,
 	}
 }
 
@@ -54,11 +55,20 @@ type Limits struct {
 	MaxBodyBytes int64
 	// RequestTimeout bounds reading the body and answering (default 10 s, above the 5 s webhook timeout).
 	RequestTimeout time.Duration
+	// MaxInFlightBytes caps the bodies held by all requests being answered at once (default 16 MiB). A request
+	// reserves its Content-Length (MaxBodyBytes while the length is unknown) before its body is read and keeps it
+	// until it is answered; one that cannot reserve within InFlightWait is answered 429, so a burst of large
+	// bodies costs latency, never the replica's memory limit.
+	MaxInFlightBytes int64
+	// InFlightWait is how long a request waits for room in MaxInFlightBytes (default 1 s).
+	InFlightWait time.Duration
 }
 
 const (
 	DefaultMaxBodyBytes   = 3 << 20
 	DefaultRequestTimeout = 10 * time.Second
+	DefaultMaxInFlight    = 16 << 20
+	DefaultInFlightWait   = time.Second
 )
 
 // Register registers every endpoint on srv: each handler is wrapped in metrics, panic recovery (the response still
@@ -70,14 +80,24 @@ func Register(srv Registrar, h *Handlers, lim Limits) {
 	if lim.RequestTimeout <= 0 {
 		lim.RequestTimeout = DefaultRequestTimeout
 	}
+	if lim.MaxInFlightBytes <= 0 {
+		lim.MaxInFlightBytes = DefaultMaxInFlight
+	}
+	if lim.MaxInFlightBytes < lim.MaxBodyBytes {
+		lim.MaxInFlightBytes = lim.MaxBodyBytes // one maximal request must always fit
+	}
+	if lim.InFlightWait <= 0 {
+		lim.InFlightWait = DefaultInFlightWait
+	}
+	budget := semaphore.NewWeighted(lim.MaxInFlightBytes) // shared by every endpoint
 	for path, fn := range h.Endpoints() {
-		wh := &admission.Webhook{Handler: instrument(path, fn), RecoverPanic: new(true)}
-		srv.Register(path, limit(lim, wh))
+		wh := &admission.Webhook{Handler: instrument(path, h.scoped(fn)), RecoverPanic: new(true)}
+		srv.Register(path, limit(lim, budget, wh))
 	}
 }
 
 // limit caps the body and sets read/write deadlines on the connection for this request.
-func limit(lim Limits, next http.Handler) http.Handler {
+func limit(lim Limits, budget *semaphore.Weighted, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -89,6 +109,21 @@ func limit(lim Limits, next http.Handler) http.Handler {
 			http.Error(w, "request entity is too large; limit is "+strconv.FormatInt(lim.MaxBodyBytes, 10)+" bytes", http.StatusRequestEntityTooLarge)
 			return
 		}
+		reserved := lim.MaxBodyBytes
+		if r.ContentLength >= 0 && r.ContentLength < reserved {
+			reserved = r.ContentLength
+		}
+		reserved = max(reserved, 1)
+		wctx, cancel := context.WithTimeout(r.Context(), lim.InFlightWait)
+		err := budget.Acquire(wctx, reserved)
+		cancel()
+		if err != nil {
+			requestsRejected.WithLabelValues("busy").Inc()
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many large requests in flight; retry", http.StatusTooManyRequests)
+			return
+		}
+		defer func() { budget.Release(reserved) }()
 		rc := http.NewResponseController(w)
 		deadline := time.Now().Add(lim.RequestTimeout)
 		_ = rc.SetReadDeadline(deadline) // not every ResponseWriter supports deadlines (httptest); the server's own timeouts remain
@@ -113,53 +148,14 @@ func limit(lim Limits, next http.Handler) http.Handler {
 			default:
 				r.Body = io.NopCloser(bytes.NewReader(body))
 			}
+			// A body of unknown length reserved the maximum; keep only what it really holds.
+			if n := max(int64(len(body)), 1); n < reserved {
+				budget.Release(reserved - n)
+				reserved = n
+			}
 		}
 		// controller-runtime writes the AdmissionReview without a Content-Type, so net/http would sniff text/plain.
 		w.Header().Set("Content-Type", "application/json")
 		next.ServeHTTP(w, r)
 	})
-}
-
-var (
-	// Buckets fine enough to read a p99 below 10 ms (controller-runtime's defaults step by a factor of ten).
-	latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
-
-	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "apeiro_cmk_admission_duration_seconds",
-		Help:    "Time to answer an admission request, by endpoint, operation and verdict.",
-		Buckets: latencyBuckets,
-	}, []string{"webhook", "operation", "verdict", "dry_run"})
-
-	requestsRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "apeiro_cmk_admission_rejected_requests_total",
-		Help: "Requests refused before reaching a handler, by reason.",
-	}, []string{"reason"})
-)
-
-func init() {
-	metrics.Registry.MustRegister(requestDuration, requestsRejected)
-}
-
-// instrument records latency and verdict. Labels are bounded: endpoint, operation, verdict — never tenant or object
-// names.
-func instrument(path string, fn admission.HandlerFunc) admission.HandlerFunc {
-	return func(ctx context.Context, req admission.Request) admission.Response {
-		start := time.Now()
-		resp := fn(ctx, req)
-		verdict := "allowed"
-		switch {
-		case resp.Result != nil && resp.Result.Code >= 400 && resp.Result.Code != http.StatusForbidden:
-			verdict = "errored"
-		case !resp.Allowed:
-			verdict = "denied"
-		case len(resp.Patches) > 0:
-			verdict = "patched"
-		}
-		dry := "false"
-		if req.DryRun != nil && *req.DryRun {
-			dry = "true"
-		}
-		requestDuration.WithLabelValues(path, string(req.Operation), verdict, dry).Observe(time.Since(start).Seconds())
-		return resp
-	}
 }

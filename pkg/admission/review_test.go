@@ -44,6 +44,7 @@ type want struct {
 	allowed bool
 	code    int32    // status code; 0 means 200 when allowed, 403 when denied
 	msg     []string // substrings of status.message
+	notMsg  []string // substrings status.message must not contain (data of other tenants)
 	fields  []string // fields that must appear in status.details.causes
 	warn    string   // substring of some warning; "" means no warnings at all
 	// Mutating cases: labels that must be present after applying the patch (nil: no patch expected), and
@@ -116,6 +117,11 @@ func checkReview(t *testing.T, label string, h http.Handler, path string, req ad
 	for _, s := range w.msg {
 		if !strings.Contains(r.Result.Message, s) {
 			t.Errorf("%s: message %q does not contain %q", label, r.Result.Message, s)
+		}
+	}
+	for _, s := range w.notMsg {
+		if strings.Contains(r.Result.Message, s) {
+			t.Errorf("%s: message %q contains %q", label, r.Result.Message, s)
 		}
 	}
 	for _, f := range w.fields {
@@ -485,7 +491,15 @@ func TestReviewAccount(t *testing.T) {
 			want: want{msg: []string{"spec.keystore", "spec.keyRef", "is immutable"}, fields: []string{"spec.keystore", "spec.keyRef"}}},
 		{name: "delete account with keys denied", path: path,
 			req:  accountReq(admissionv1.Delete, nil, account(admissiontest.AcmeEU, "main")),
-			want: want{msg: []string{`"acme-eu/main"`, "acme-eu/k1"}, fields: []string{"metadata.name"}}},
+			want: want{msg: []string{`"acme-eu/main"`, "is still referenced by ServiceEncryptionKeys"}, fields: []string{"metadata.name"}}},
+		{name: "delete account used by another tenant's key: counted, not named", path: path,
+			setup: func(t testing.TB, w *admissiontest.World) {
+				w.AddLive(t, admissiontest.KeyObject(admissiontest.Globex, "mine", admissiontest.Globex, "main"))
+				w.AddLive(t, admissiontest.KeyObject(admissiontest.AcmePayments, "secret-name", admissiontest.Globex, "main"))
+			},
+			req: accountReq(admissionv1.Delete, nil, account(admissiontest.Globex, "main")),
+			want: want{msg: []string{"2 ServiceEncryptionKeys (globex/mine and 1 not named"}, notMsg: []string{"secret-name", admissiontest.AcmePayments},
+				fields: []string{"metadata.name"}}},
 		{name: "delete account without keys", path: path,
 			req: accountReq(admissionv1.Delete, nil, account(admissiontest.Globex, "main")), want: want{allowed: true}},
 		{name: "delete with a key the informer has not seen denied", path: path,
@@ -547,7 +561,8 @@ func TestReviewServiceEncryptionKey(t *testing.T) {
 		name := fmt.Sprintf("%s uses account of %s", owner, accountOwner)
 		w := want{allowed: allowed}
 		if !allowed {
-			w.msg = append([]string{"spec.accountRef", fmt.Sprintf("tenant %q", owner), fmt.Sprintf("tenant %q", accountOwner)}, msg...)
+			w.msg = append([]string{"spec.accountRef", fmt.Sprintf("tenant %q", owner), "is not found or not usable"}, msg...)
+			w.notMsg = []string{fmt.Sprintf("tenant %q", accountOwner), "cross-tenant"}
 			w.fields = []string{"spec.accountRef"}
 		}
 		return reviewCase{name: name, path: path, req: keyReq("", key(owner, "k-new", accountOwner, "main"), nil), want: w}
@@ -570,20 +585,20 @@ func TestReviewServiceEncryptionKey(t *testing.T) {
 			return k
 		}(), nil), want: want{msg: []string{"does not match spec.accountRef acme-eu/main"}, fields: []string{"metadata.labels[" + admission.AccountRefLabel + "]"}}},
 		ref(eu, eu, true),
-		ref(payments, eu, true),               // parent account
-		ref(payments, acme, true),             // grandparent (root) account
-		ref(eu, dr, true),                     // shadow of self
-		ref(payments, dr, true),               // shadow of an ancestor
-		ref(dr, eu, true),                     // shadow uses its target's account
-		ref(dr, acme, true),                   // shadow uses its target's ancestor's account
-		ref(dr, payments, false, `"acme-eu"`), // shadow uses its target's child's account: names the target too
-		ref(eu, globex, false, "cross-tenant reference"),
+		ref(payments, eu, true),   // parent account
+		ref(payments, acme, true), // grandparent (root) account
+		ref(eu, dr, true),         // shadow of self
+		ref(payments, dr, true),   // shadow of an ancestor
+		ref(dr, eu, true),         // shadow uses its target's account
+		ref(dr, acme, true),       // shadow uses its target's ancestor's account
+		ref(dr, payments, false),  // shadow uses its target's child's account
+		ref(eu, globex, false),
 		ref(eu, us, false),       // sibling
 		ref(payments, us, false), // parent's sibling
 		ref(acme, eu, false),     // descendant
 		ref(globex, dr, false),   // another root's shadow
 		{name: "unknown account denied", path: path, req: keyReq("", key(eu, "k-new", eu, "missing"), nil),
-			want: want{msg: []string{"spec.accountRef", `"acme-eu/missing"`, "not known"}}},
+			want: want{msg: []string{"spec.accountRef", `"acme-eu/missing"`, "is not found or not usable"}}},
 		{name: "account only the API server knows yet", path: path,
 			setup: func(t testing.TB, w *admissiontest.World) { w.AddLive(t, admissiontest.AccountObject(eu, "fresh", eu)) },
 			req:   keyReq("", key(payments, "k-new", eu, "fresh"), nil), want: want{allowed: true}},
@@ -592,7 +607,7 @@ func TestReviewServiceEncryptionKey(t *testing.T) {
 				w.AddLive(t, admissiontest.AccountObject(globex, "fresh", globex))
 			},
 			req:  keyReq("", key(eu, "k-new", globex, "fresh"), nil),
-			want: want{msg: []string{`tenant "acme-eu"`, `tenant "globex"`}}},
+			want: want{msg: []string{`tenant "acme-eu"`, "is not found or not usable"}, notMsg: []string{`tenant "globex"`}}},
 		{name: "unowned account denied", path: path,
 			setup: func(t testing.TB, w *admissiontest.World) {
 				w.AddLive(t, admissiontest.AccountObject(eu, "unowned", ""))

@@ -28,14 +28,8 @@ func (h *Handlers) ValidateServiceEncryptionKey(ctx context.Context, req admissi
 	if err := decode(req.Object.Raw, &k); err != nil {
 		return badRequest("ServiceEncryptionKey: %v", err)
 	}
-	owner, r := h.ownerFor(ctx, "ServiceEncryptionKey", req.Namespace, k.Name, k.Labels, false)
+	owner, r := h.ownedWrite(ctx, req, "ServiceEncryptionKey", k.Name, k.Labels)
 	if r != nil {
-		return *r
-	}
-	if r := h.requireTenant(ctx, "ServiceEncryptionKey", k.Name, owner); r != nil {
-		return *r
-	}
-	if r := h.authorize(ctx, req, "ServiceEncryptionKey", k.Name, owner, ActionWrite); r != nil {
 		return *r
 	}
 	var errs []FieldError
@@ -55,30 +49,63 @@ func (h *Handlers) ValidateServiceEncryptionKey(ctx context.Context, req admissi
 		accNS = req.Namespace
 	}
 	key := hierarchy.AccountKey{Namespace: accNS, Name: k.Spec.AccountRef.Name}
-	if got, ok := k.Labels[AccountRefLabel]; ok && got != AccountRefValue(key) {
-		errs = append(errs, fieldErr("metadata.labels["+AccountRefLabel+"]", "A-LABEL-MISMATCH",
+	// The Account delete check finds keys by this label, so a key without it (written around the mutating webhook)
+	// could outlive its Account.
+	switch got, ok := k.Labels[AccountRefLabel]; {
+	case !ok:
+		errs = append(errs, fieldErr("metadata.labels["+AccountRefLabel+"]", RuleLabelMissing,
+			"is missing (the mutating webhook stamps it; is it registered?)"))
+	case got != AccountRefValue(key):
+		errs = append(errs, fieldErr("metadata.labels["+AccountRefLabel+"]", RuleLabelMismatch,
 			"value %q does not match spec.accountRef %s (%q)", truncate(got), key, AccountRefValue(key)))
 	}
-	if err := h.Dir.EnsureAccount(ctx, key); err != nil {
-		return errored(http.StatusInternalServerError, "%v", err)
-	}
-	if err := h.Dir.Model.MayReferenceAccount(owner, key); err != nil {
-		fe, ok := ruleErr(err, "spec.accountRef")
-		if !ok {
-			return errored(http.StatusInternalServerError, "checking the account reference: %v", err)
-		}
-		fe.Field = "spec.accountRef"
-		errs = append(errs, fe)
+	if fe, r := h.checkAccountRef(ctx, owner, key, req.Operation == admissionv1.Create); r != nil {
+		return *r
+	} else if fe != nil {
+		errs = append(errs, *fe)
 	}
 	for i, id := range k.Spec.WorkloadIdentities {
 		if err := h.checkSPIFFEID(id); err != nil {
-			errs = append(errs, fieldErr(fmt.Sprintf("spec.workloadIdentities[%d]", i), "A-SPIFFE-ID", "%q: %v", truncate(id), err))
+			errs = append(errs, fieldErr(fmt.Sprintf("spec.workloadIdentities[%d]", i), RuleSPIFFEID, "%q: %v", truncate(id), err))
 		}
 	}
 	if len(errs) > 0 {
 		return deny("ServiceEncryptionKey", k.Name, errs...)
 	}
 	return allowed()
+}
+
+// checkAccountRef decides whether tenant owner may use Account key. Every "no" gets the same answer, whatever the
+// reason (the Account does not exist, is terminating, or belongs to a tenant outside the owner's allowed set): a
+// tenant must not learn from a denial, not even from a dry run, whether another tenant's Account exists or who owns
+// a namespace it cannot read. On create (a new reference) the Account is read live, so that a terminating Account,
+// which the model still holds until its finalizers are gone, is never given a new key.
+func (h *Handlers) checkAccountRef(ctx context.Context, owner string, key hierarchy.AccountKey, create bool) (*FieldError, *admission.Response) {
+	unusable := fieldErr("spec.accountRef", RuleAccountUnusable,
+		"account %q is not found or not usable by tenant %q (it must exist, not be terminating, and belong to %q, an ancestor, or a shadow of either)",
+		truncate(key.String()), owner, owner)
+	if create {
+		state, _, err := h.Dir.LiveAccountState(ctx, key)
+		if err != nil {
+			r := errored(http.StatusInternalServerError, "checking the account reference: %v", err)
+			return nil, &r
+		}
+		if state != stateLive {
+			return &unusable, nil
+		}
+	}
+	if err := h.Dir.EnsureAccount(ctx, key); err != nil {
+		r := errored(http.StatusInternalServerError, "checking the account reference: %v", err)
+		return nil, &r
+	}
+	if err := h.Dir.Model.MayReferenceAccount(owner, key); err != nil {
+		if _, ok := ruleErr(err, "spec.accountRef"); !ok {
+			r := errored(http.StatusInternalServerError, "checking the account reference: %v", err)
+			return nil, &r
+		}
+		return &unusable, nil
+	}
+	return nil, nil
 }
 
 // checkSPIFFEID validates a SPIFFE ID per the SPIFFE ID specification: scheme spiffe, a lower-case trust domain of

@@ -33,11 +33,29 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 		return badRequest("Tenant: %v", err)
 	}
 	var errs []FieldError
+	if req.Operation == admissionv1.Update {
+		var old cmkv1.Tenant
+		if err := decode(req.OldObject.Raw, &old); err != nil {
+			return badRequest("Tenant (old object): %v", err)
+		}
+		if lastFinalizerRemoved(&old, &t) {
+			return h.tenantDeleteChecks(ctx, t.Name)
+		}
+	}
 	derived := map[string]string{cmkv1.TenantLabel: t.Name, ParentLabel: t.Spec.Parent, ShadowOfLabel: t.Spec.ShadowOf}
 	for _, l := range sortedKeys(derived) {
 		if got, ok := t.Labels[l]; ok && got != derived[l] {
-			errs = append(errs, fieldErr("metadata.labels["+l+"]", "A-LABEL-MISMATCH", "value %q does not match the spec (%q)", got, derived[l]))
+			errs = append(errs, fieldErr("metadata.labels["+l+"]", RuleLabelMismatch, "value %q does not match the spec (%q)", got, derived[l]))
 		}
+	}
+	// The mutating webhook stamps the tenant label from the name; with generateName the name is only assigned after
+	// mutation, so such a Tenant would be stored unlabelled. Tenants are named by their tenant ID: say so.
+	if _, ok := t.Labels[cmkv1.TenantLabel]; !ok {
+		msg := "is missing (the mutating webhook stamps it; is it registered?)"
+		if t.GenerateName != "" {
+			msg = "is missing: Tenants are named by their tenant ID, so metadata.generateName is not supported; set metadata.name"
+		}
+		errs = append(errs, fieldErr("metadata.labels["+cmkv1.TenantLabel+"]", RuleLabelMissing, "%s", msg))
 	}
 	// Attaching a tenant to a tree (on create; the fields are immutable afterwards) is a write into the parent's or
 	// shadow target's tree too: the new tenant inherits reference rights there. The caller must be allowed on both.
@@ -56,7 +74,7 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 
 	var old *cmkv1.Tenant
 	if req.Operation == admissionv1.Update {
-		old = &cmkv1.Tenant{}
+		old = &cmkv1.Tenant{} // decoded twice (above for the finalizer check); a Tenant is small
 		if err := decode(req.OldObject.Raw, old); err != nil {
 			return badRequest("Tenant (old object): %v", err)
 		}
@@ -64,10 +82,21 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 		errs = append(errs, immutable("spec.parent", old.Spec.Parent, t.Spec.Parent)...)
 		errs = append(errs, immutable("spec.shadowOf", old.Spec.ShadowOf, t.Spec.ShadowOf)...)
 	} else {
-		// Load the parent / shadow target chain so the model judges with what the API server holds right now.
-		for _, id := range []string{t.Spec.Parent, t.Spec.ShadowOf} {
-			if err := h.Dir.EnsureTenant(ctx, id); err != nil {
+		// Load the parent / shadow target chain so the model judges with what the API server holds right now, and
+		// refuse to attach to a tenant that is being deleted (the model keeps it until its finalizers are gone).
+		for _, ref := range []struct{ field, id string }{{"spec.parent", t.Spec.Parent}, {"spec.shadowOf", t.Spec.ShadowOf}} {
+			if ref.id == "" {
+				continue
+			}
+			if err := h.Dir.EnsureTenant(ctx, ref.id); err != nil {
 				return errored(http.StatusInternalServerError, "%v", err)
+			}
+			state, err := h.Dir.LiveTenantState(ctx, ref.id)
+			if err != nil {
+				return errored(http.StatusInternalServerError, "%v", err)
+			}
+			if state == stateTerminating {
+				errs = append(errs, fieldErr(ref.field, RuleTerminating, "tenant %q is being deleted; no tenant may attach to it", ref.id))
 			}
 		}
 		if err := h.Dir.Model.ValidateTenant(TenantFromObject(&t)); err != nil {
@@ -109,6 +138,12 @@ func (h *Handlers) validateTenantDelete(ctx context.Context, req admission.Reque
 	if r := h.authorize(ctx, req, "Tenant", name, name, ActionDelete); r != nil {
 		return *r
 	}
+	return h.tenantDeleteChecks(ctx, name)
+}
+
+// tenantDeleteChecks refuses to let tenant name go while anything still depends on it. It runs on the DELETE and
+// again on the UPDATE that removes the last finalizer of a terminating tenant.
+func (h *Handlers) tenantDeleteChecks(ctx context.Context, name string) admission.Response {
 	if err := h.Dir.Model.ValidateTenantDelete(name); err != nil {
 		if fe, ok := ruleErr(err, "metadata.name"); ok {
 			return deny("Tenant", name, fe)
@@ -133,7 +168,7 @@ func (h *Handlers) validateTenantDelete(ctx context.Context, req admission.Reque
 		return errored(http.StatusInternalServerError, "%v", err)
 	}
 	if len(namespaces) > 0 || len(accounts) > 0 {
-		return deny("Tenant", name, fieldErr("metadata.name", "A-TENANT-IN-USE",
+		return deny("Tenant", name, fieldErr("metadata.name", RuleTenantInUse,
 			"tenant %q still owns namespaces [%s] and accounts [%s]; remove the namespaces' %s label (and their accounts) first",
 			name, strings.Join(namespaces, ", "), strings.Join(accounts, ", "), cmkv1.TenantLabel))
 	}
@@ -149,7 +184,7 @@ func (h *Handlers) checkRegion(ctx context.Context, region string, aud []string)
 	}
 	var pe *PolicyError
 	if errors.As(err, &pe) {
-		fe := fieldErr(pe.Field, "A-REGION", "%s", pe.Msg)
+		fe := fieldErr(pe.Field, RuleRegion, "%s", pe.Msg)
 		return &fe, nil
 	}
 	r := errored(http.StatusServiceUnavailable, "checking region %q: %v", region, err)
@@ -161,14 +196,14 @@ func (h *Handlers) checkRegion(ctx context.Context, region string, aud []string)
 func checkOIDC(field, issuer, jwks string, audiences []string) []FieldError {
 	var errs []FieldError
 	if _, err := netguard.CheckURL(issuer); err != nil {
-		errs = append(errs, fieldErr(field+".issuer", "A-URL", "%q is refused: %v", truncate(issuer), err))
+		errs = append(errs, fieldErr(field+".issuer", RuleURL, "%q is refused: %v", truncate(issuer), err))
 	}
 	if _, err := netguard.CheckURL(jwks); err != nil {
-		errs = append(errs, fieldErr(field+".jwks_uri", "A-URL", "%q is refused: %v", truncate(jwks), err))
+		errs = append(errs, fieldErr(field+".jwks_uri", RuleURL, "%q is refused: %v", truncate(jwks), err))
 	}
 	for i, a := range audiences {
 		if a == "" || len(a) > 253 || strings.ContainsFunc(a, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-			errs = append(errs, fieldErr(fmt.Sprintf("%s.audiences[%d]", field, i), "A-AUDIENCE", "audience must be 1-253 printable ASCII characters without spaces"))
+			errs = append(errs, fieldErr(fmt.Sprintf("%s.audiences[%d]", field, i), RuleAudience, "audience must be 1-253 printable ASCII characters without spaces"))
 		}
 	}
 	return errs
@@ -178,7 +213,7 @@ func immutable(field, old, cur string) []FieldError {
 	if old == cur {
 		return nil
 	}
-	return []FieldError{fieldErr(field, "A-IMMUTABLE", "is immutable (was %q, now %q)", truncate(old), truncate(cur))}
+	return []FieldError{fieldErr(field, RuleImmutable, "is immutable (was %q, now %q)", truncate(old), truncate(cur))}
 }
 
 // truncate keeps hostile values from bloating messages and logs.

@@ -22,18 +22,12 @@ func (h *Handlers) ValidateWebHookNotification(ctx context.Context, req admissio
 	if err := decode(req.Object.Raw, &w); err != nil {
 		return badRequest("WebHookNotification: %v", err)
 	}
-	owner, r := h.ownerFor(ctx, "WebHookNotification", req.Namespace, w.Name, w.Labels, false)
+	_, r := h.ownedWrite(ctx, req, "WebHookNotification", w.Name, w.Labels)
 	if r != nil {
 		return *r
 	}
-	if r := h.requireTenant(ctx, "WebHookNotification", w.Name, owner); r != nil {
-		return *r
-	}
-	if r := h.authorize(ctx, req, "WebHookNotification", w.Name, owner, ActionWrite); r != nil {
-		return *r
-	}
 	if _, err := netguard.CheckURL(w.Spec.URL); err != nil {
-		return deny("WebHookNotification", w.Name, fieldErr("spec.url", "A-URL", "%q is refused: %v", truncate(w.Spec.URL), err))
+		return deny("WebHookNotification", w.Name, fieldErr("spec.url", RuleURL, "%q is refused: %v", truncate(w.Spec.URL), err))
 	}
 	if w.Spec.SigningSecretRef == nil {
 		return allowed("spec.signingSecretRef is not set: deliveries will not be signed and receivers cannot verify them")

@@ -43,6 +43,26 @@ func TestCheckURL(t *testing.T) {
 		{"https://exa mple.com/x", false},
 		{"https:///x", false},
 		{"", false},
+		{"https://kubernetes.default/x", false},
+		{"https://kubernetes.default./x", false},
+		{"https://my-svc.tenant-a/x", false},
+		{"https://printer.lan/x", false},
+		{"https://hooks.example.test/x", false},
+		{"https://127.0.0.0。1/x", false},
+		{"https://exämple.com/x", false},
+		{"https://xn--exmple-cua.com/x", true},
+		{"https://a_b.example.com/x", false},
+		{"https://[64:ff9b::7f00:1]/x", false},
+		{"https://[64:ff9b:1::a9fe:a9fe]/x", false},
+		{"https://[2002:7f00:1::1]/x", false},
+		{"https://[2001::1]/x", false},
+		{"https://[::127.0.0.1]/x", false},
+		{"https://[fe80::1%25eth0]/x", false},
+		{"https://192.0.0.192/x", false},
+		{"https://foo.co.uk/x", true},
+		{"https://login.initech.example/x", true},
+		{"https://default.example/x", true},
+		{"https://app.blogspot.com/x", true},
 	}
 	for _, c := range cases {
 		_, err := CheckURL(c.url)
@@ -78,7 +98,7 @@ func TestPublicAddr(t *testing.T) {
 }
 
 func FuzzCheckURL(f *testing.F) {
-	for _, s := range []string{"https://example.com/x", "https://[::1]:443/", "https://0x7f.1/", "http://a", "https://a.b.c.d.e/%zz"} {
+	for _, s := range []string{"https://example.com/x", "https://[::1]:443/", "https://0x7f.1/", "http://a", "https://a.b.c.d.e/%zz", "https://kubernetes.default/", "https://127.0.0.0\u30021/", "https://[2002:7f00:1::1]/"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -88,6 +108,11 @@ func FuzzCheckURL(f *testing.F) {
 		}
 		if u.Scheme != "https" || u.User != nil || u.Hostname() == "" {
 			t.Fatalf("CheckURL accepted %q (%+v)", raw, u)
+		}
+		for i := 0; i < len(u.Hostname()); i++ {
+			if u.Hostname()[i] >= 0x80 {
+				t.Fatalf("CheckURL accepted non-ASCII host %q", raw)
+			}
 		}
 		if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !PublicAddr(ip) {
 			t.Fatalf("CheckURL accepted non-public IP %q", raw)

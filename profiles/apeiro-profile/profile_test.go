@@ -30,6 +30,7 @@ import (
 	systeminformationv1 "github.com/openkcm/plugin-sdk/proto/plugin/systeminformation/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/builtin"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/cmkcompat"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/plugintest"
 )
@@ -279,4 +280,103 @@ func callEvery(t *testing.T, p *host.Plugins, loaded []catalog.PluginConfig) {
 			}
 		})
 	}
+}
+
+// cmkServices is what the CMK-compatibility suite expects of the profile's
+// non-keystore plugins: the example systems of the resource graph.
+var cmkServices = cmkcompat.Services{
+	Locality: "eu-central-1",
+	Systems: []cmkcompat.System{
+		{Type: "region", ID: "eu-central"},
+		{Type: "tenant", ID: "root:example"},
+		{Type: "account", ID: "root:example/default/main"},
+	},
+}
+
+// profileLikeCMK returns the profile's entries in the given form that exist
+// in this tree (builtins or plugin binaries, built here), as CMK would load
+// them.
+func profileLikeCMK(t *testing.T, external bool) host.Config {
+	t.Helper()
+	t.Setenv("APEIRO_LOCAL_KEYSTORE_DIR", t.TempDir())
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := "config.yaml"
+	if external {
+		file = "config.external.yaml"
+	}
+	cfgs, err := host.LoadProfile(file, host.WithBaseDir(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	builtins := builtin.All()
+	cfg := host.Config{SupportedRegions: regions, Logger: plugintest.Logger()}
+	for _, c := range cfgs {
+		if external {
+			bin := filepath.Base(c.Path)
+			if _, err := os.Stat(filepath.Join(root, "cmd", "plugins", bin, "main.go")); err != nil {
+				if strict() {
+					t.Errorf("no cmd/plugins/%s for %s/%s", bin, c.Type, c.Name)
+				}
+				continue
+			}
+			c.Path = plugintest.BuildPlugin(t, module+"/cmd/plugins/"+bin)
+		} else if !slices.ContainsFunc(builtins, func(b catalog.BuiltInPlugin) bool { return b.Name() == c.Name && b.Type() == c.Type }) {
+			if strict() {
+				t.Errorf("no builtin %s/%s in pkg/plugins/builtin", c.Type, c.Name)
+			}
+			continue
+		}
+		cfg.Plugins = append(cfg.Plugins, c)
+	}
+	if !external {
+		cfg.BuiltIns = builtins
+	}
+	return cfg
+}
+
+// TestProfileCMKCompat loads the profile as a stock CMK does (its
+// supportedregions merge, one catalog) in both forms and drives every plugin
+// with CMK's request shapes.
+func TestProfileCMKCompat(t *testing.T) {
+	for _, external := range []bool{false, true} {
+		name := map[bool]string{false: "builtin", true: "external"}[external]
+		t.Run(name, func(t *testing.T) {
+			cfg := profileLikeCMK(t, external)
+			p := cmkcompat.Load(t, cfg)
+			var mgmtYAML string
+			for _, c := range cfg.Plugins {
+				if c.Type == host.TypeKeystoreManagement && c.Name == builtin.NameLocalKeystore {
+					mgmtYAML = c.YamlConfiguration
+				}
+			}
+			if mgmtYAML != "" {
+				t.Run("keystore", func(t *testing.T) {
+					cmkcompat.RunKeystoreOn(t, p, cmkcompat.Keystore{
+						Name: builtin.NameLocalKeystore, Regions: regions,
+						Management: plugintest.Spec{YAML: mgmtYAML},
+					})
+				})
+			}
+			cmkcompat.RunServices(t, p, cmkServices)
+		})
+	}
+}
+
+// TestProfileOneFailingPluginFailsTheLoad: CMK loads all plugins in one
+// catalog; one plugin refusing its configuration leaves CMK with none.
+func TestProfileOneFailingPluginFailsTheLoad(t *testing.T) {
+	cmkcompat.CheckOneFailureFailsLoad(t, profileLikeCMK(t, false))
+	// In external form, the plugin whose YAML CMK rewrites.
+	cfg := profileLikeCMK(t, true)
+	var only []catalog.PluginConfig
+	for _, c := range cfg.Plugins {
+		if c.Type == host.TypeKeystoreManagement {
+			only = append(only, c)
+		}
+	}
+	cfg.Plugins = only
+	cmkcompat.CheckOneFailureFailsLoad(t, cfg)
 }

@@ -13,7 +13,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -27,6 +30,7 @@ import (
 
 	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 )
 
 // SISClient is the one SystemInformationService call the region policy makes.
@@ -137,18 +141,29 @@ type KeyOpsClient interface {
 	GetKey(ctx context.Context, in *operationsv1.GetKeyRequest, opts ...grpc.CallOption) (*operationsv1.GetKeyResponse, error)
 }
 
-// KeyProber implements admission.KeyProber with GetKey on the keystore plugin named for the Account's keystore.
+// KeyProber implements keychain.Prober with GetKey on the keystore plugin named for the Account's keystore.
+//
+// Probes are deduplicated: concurrent probes of the same key with the same instance configuration share one
+// backend call (1,000 admissions of Accounts on a cold key make one GetKey), and a positive answer is cached for
+// TTL. The shared call runs with its own budget (CallTimeout), detached from the first caller, so a caller that
+// gives up (its admission budget ran out) neither cancels the call for the others nor waits beyond its own deadline.
+// Negative answers are not cached: a key created a moment later must be seen at once.
 type KeyProber struct {
 	// Client returns the operations client for a keystore type (e.g. "aws" → the AWS plugin); an error means no
 	// plugin serves that keystore.
 	Client func(keystore cmkv1.KeystoreType) (KeyOpsClient, error)
-	// InstanceConfig returns the keystore instance configuration for the Account (region, auth references).
+	// InstanceConfig returns the keystore instance configuration for the Account (region, auth references, and
+	// the access data the keychain adds for the embedded keystore).
 	InstanceConfig func(a *cmkv1.Account) (*structpb.Struct, error)
 	// TTL of positive answers (default 30 s): a key that answered is not asked again on every write.
 	TTL time.Duration
+	// CallTimeout bounds one shared backend call (default 10 s).
+	CallTimeout time.Duration
 
-	mu   sync.Mutex
-	seen map[string]time.Time
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	group singleflight.Group
+	calls atomic.Int64
 }
 
 // maxCachedProbes bounds the positive-answer cache of a KeyProber.
@@ -157,7 +172,11 @@ const maxCachedProbes = 10000
 // ErrNoPlugin is returned when no keystore plugin serves an Account's keystore type.
 var ErrNoPlugin = errors.New("no keystore plugin serves this keystore")
 
-// ProbeKey implements admission.KeyProber.
+// BackendCalls is the number of GetKey calls made so far (tests and benchmarks).
+func (p *KeyProber) BackendCalls() int64 { return p.calls.Load() }
+
+// ProbeKey implements keychain.Prober. A dry-run context (keychain.WithDryRun) gets the same answer but leaves the
+// cache untouched when it made the call.
 func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 	ttl := p.TTL
 	if ttl <= 0 {
@@ -188,31 +207,42 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 	if err != nil {
 		return fmt.Errorf("%w (%s): %v", ErrNoPlugin, a.Spec.Keystore, err)
 	}
-	_, err = c.GetKey(ctx, &operationsv1.GetKeyRequest{Parameters: &operationsv1.RequestParameters{
-		Config: &commonv1.KeystoreInstanceConfig{Values: cfg},
-		KeyId:  a.Spec.KeyRef,
-	}})
+	dry := keychain.IsDryRun(ctx)
+	ch := p.group.DoChan(id, func() (any, error) {
+		// A shared call that finished between our cache miss and this one already answered.
+		p.mu.Lock()
+		at, ok := p.seen[id]
+		p.mu.Unlock()
+		if ok && time.Since(at) < ttl {
+			return nil, nil
+		}
+		callTimeout := p.CallTimeout
+		if callTimeout <= 0 {
+			callTimeout = 10 * time.Second
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+		defer cancel()
+		p.calls.Add(1)
+		_, err := c.GetKey(cctx, &operationsv1.GetKeyRequest{Parameters: &operationsv1.RequestParameters{
+			Config: &commonv1.KeystoreInstanceConfig{Values: cfg},
+			KeyId:  a.Spec.KeyRef,
+		}})
+		if err == nil && !dry {
+			p.remember(id, ttl)
+		}
+		return nil, err
+	})
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("keystore %s: %w", a.Spec.Keystore, ctx.Err())
+	case r := <-ch:
+		err = r.Err
+	}
 	switch {
 	case err == nil:
-		p.mu.Lock()
-		if p.seen == nil {
-			p.seen = map[string]time.Time{}
-		}
-		if len(p.seen) >= maxCachedProbes { // bound memory: drop expired entries, or everything if none expired
-			for k, t := range p.seen {
-				if time.Since(t) >= ttl {
-					delete(p.seen, k)
-				}
-			}
-			if len(p.seen) >= maxCachedProbes {
-				clear(p.seen)
-			}
-		}
-		p.seen[id] = time.Now()
-		p.mu.Unlock()
 		return nil
 	case status.Code(err) == codes.NotFound:
-		return fmt.Errorf("%w: %s", admission.ErrKeyNotFound, status.Convert(err).Message())
+		return fmt.Errorf("%w: %s", keychain.ErrKeyNotFound, status.Convert(err).Message())
 	case status.Code(err) == codes.DeadlineExceeded:
 		return fmt.Errorf("keystore %s: %w (%s)", a.Spec.Keystore, context.DeadlineExceeded, status.Convert(err).Message())
 	default:
@@ -220,22 +250,35 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 	}
 }
 
-// InstanceConfig is the keystore instance configuration handed to a keystore plugin for an Account: its region and
-// the references it authenticates with. It never contains secret values; plugins resolve references themselves.
-func InstanceConfig(a *cmkv1.Account) (*structpb.Struct, error) {
-	// The owning tenant (stamped from the namespace and validated) lets a plugin bind credentials to the tenant, e.g.
-	// as the STS ExternalId or a session tag, so one tenant cannot name another tenant's role or key.
-	v := map[string]any{"region": a.Spec.Region, "keyRef": a.Spec.KeyRef, "namespace": a.Namespace, "tenant": a.Labels[cmkv1.TenantLabel]}
-	if au := a.Spec.Auth; au != nil {
-		if au.IRSARoleARN != "" {
-			v["roleArn"] = au.IRSARoleARN
+func (p *KeyProber) remember(id string, ttl time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen == nil {
+		p.seen = map[string]time.Time{}
+	}
+	if len(p.seen) >= maxCachedProbes { // bound memory: drop expired entries, or everything if none expired
+		for k, t := range p.seen {
+			if time.Since(t) >= ttl {
+				delete(p.seen, k)
+			}
 		}
-		if au.OpenBaoRole != "" {
-			v["openBaoRole"] = au.OpenBaoRole
-		}
-		if au.SecretRef != nil {
-			v["secretRef"] = map[string]any{"name": au.SecretRef.Name, "key": au.SecretRef.Key}
+		if len(p.seen) >= maxCachedProbes {
+			clear(p.seen)
 		}
 	}
-	return structpb.NewStruct(v)
+	p.seen[id] = time.Now()
+}
+
+// Forget drops every cached answer (tests; an operator-triggered re-probe).
+func (p *KeyProber) Forget() {
+	p.mu.Lock()
+	clear(p.seen)
+	p.mu.Unlock()
+}
+
+// InstanceConfig is the keystore instance configuration handed to a keystore plugin for an Account without
+// backend access data: keychain.BaseInstanceConfig. Hosts with a key chain use keychain.Chain.InstanceConfig, which
+// adds the access data the embedded keystore needs.
+func InstanceConfig(a *cmkv1.Account) (*structpb.Struct, error) {
+	return structpb.NewStruct(keychain.BaseInstanceConfig(a))
 }

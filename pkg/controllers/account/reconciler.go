@@ -1,7 +1,9 @@
 // Package account reconciles Account status: it probes the referenced L1 key through the keystore plugin and sets
 // the KeyReachable and Ready conditions (FR-3.3: an Account is Ready only after its key was proven to exist and
-// answer). It re-probes periodically and records an "L1KeyUnreachable" warning event when a Ready key stops
-// answering. It runs only on the elected leader.
+// answer). It re-probes periodically and records events the alert handler forwards: "AccountReady" when an Account
+// becomes Ready, "L1KeyUnreachable" when a Ready key stops answering. For the embedded local keystore, whose keys
+// the platform holds, it first creates a missing L1 key (keychain.Chain.EnsureL1Key). It runs only on the elected
+// leader.
 package account
 
 import (
@@ -20,8 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
-	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 )
 
 // Reasons of the conditions.
@@ -30,12 +32,22 @@ const (
 	ReasonKeyNotFound      = "KeyNotFound"
 	ReasonKeyUnreachable   = "KeyUnreachable"
 	ReasonNoKeystorePlugin = "NoKeystorePlugin"
+	ReasonProvisionFailed  = "KeyProvisionFailed"
+)
+
+// Event reasons (the alert handler routes on them).
+const (
+	EventAccountReady     = "AccountReady"
+	EventL1KeyUnreachable = "L1KeyUnreachable"
+	EventL1KeyCreated     = "L1KeyCreated"
 )
 
 // Reconciler probes Accounts' L1 keys.
 type Reconciler struct {
-	Client   client.Client
-	Prober   admission.KeyProber // nil: no keystore plugin is mapped; Accounts stay not Ready with a clear reason
+	Client client.Client
+	Prober keychain.Prober // nil: no keystore plugin is mapped; Accounts stay not Ready with a clear reason
+	// Chain, when set, creates missing L1 keys of keystores the platform provisions (the embedded local keystore).
+	Chain    *keychain.Chain
 	Recorder events.EventRecorder
 	// Interval between probes of a Ready key (default 5 min); RetryInterval after a failure (default 30 s).
 	Interval, RetryInterval time.Duration
@@ -82,8 +94,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, fmt.Errorf("updating status of account %s: %w", req.NamespacedName, err)
 	}
-	if wasReady && !reachable && r.Recorder != nil {
-		r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, "L1KeyUnreachable", "Probe", "L1 key %q stopped answering: %s", a.Spec.KeyRef, msg)
+	if r.Recorder != nil {
+		switch {
+		case wasReady && !reachable:
+			r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, EventL1KeyUnreachable, "Probe", "L1 key %q stopped answering: %s", a.Spec.KeyRef, msg)
+		case !wasReady && reachable:
+			r.Recorder.Eventf(&a, nil, corev1.EventTypeNormal, EventAccountReady, "Probe", "L1 key %q in keystore %q answered; the account is Ready", a.Spec.KeyRef, a.Spec.Keystore)
+		}
 	}
 	if reachable {
 		return ctrl.Result{RequeueAfter: orDefault(r.Interval, 5*time.Minute)}, nil
@@ -97,11 +114,20 @@ func (r *Reconciler) probe(ctx context.Context, a *cmkv1.Account) (bool, string,
 	}
 	ctx, cancel := context.WithTimeout(ctx, orDefault(r.Timeout, 10*time.Second))
 	defer cancel()
+	if r.Chain != nil {
+		created, err := r.Chain.EnsureL1Key(ctx, a)
+		if err != nil {
+			return false, ReasonProvisionFailed, fmt.Sprintf("creating L1 key %q in keystore %q: %v", a.Spec.KeyRef, a.Spec.Keystore, err)
+		}
+		if created && r.Recorder != nil {
+			r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventL1KeyCreated, "Provision", "created L1 key %q in the embedded %q keystore", a.Spec.KeyRef, a.Spec.Keystore)
+		}
+	}
 	err := r.Prober.ProbeKey(ctx, a)
 	switch {
 	case err == nil:
 		return true, ReasonKeyAnswered, "the L1 key exists and answered"
-	case errors.Is(err, admission.ErrKeyNotFound):
+	case errors.Is(err, keychain.ErrKeyNotFound):
 		return false, ReasonKeyNotFound, fmt.Sprintf("L1 key %q does not exist in keystore %q", a.Spec.KeyRef, a.Spec.Keystore)
 	default:
 		return false, ReasonKeyUnreachable, err.Error()

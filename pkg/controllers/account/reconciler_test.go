@@ -16,8 +16,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
-	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 )
 
 type proberFunc func(context.Context, *cmkv1.Account) error
@@ -26,25 +26,26 @@ func (f proberFunc) ProbeKey(ctx context.Context, a *cmkv1.Account) error { retu
 
 func TestReconcile(t *testing.T) {
 	notFound := proberFunc(func(context.Context, *cmkv1.Account) error {
-		return fmt.Errorf("%w: gone", admission.ErrKeyNotFound)
+		return fmt.Errorf("%w: gone", keychain.ErrKeyNotFound)
 	})
 	ok := proberFunc(func(context.Context, *cmkv1.Account) error { return nil })
 	down := proberFunc(func(context.Context, *cmkv1.Account) error { return errors.New("connection refused") })
 
 	cases := []struct {
 		name       string
-		prober     admission.KeyProber
+		prober     keychain.Prober
 		wasReady   bool
 		wantStatus metav1.ConditionStatus
 		wantReason string
-		wantEvent  bool
+		wantEvent  string // reason of the one expected event, "" for none
 		wantAfter  time.Duration
 	}{
-		{"no plugin", nil, false, metav1.ConditionFalse, ReasonNoKeystorePlugin, false, 30 * time.Second},
-		{"key answers", ok, false, metav1.ConditionTrue, ReasonKeyAnswered, false, 5 * time.Minute},
-		{"key missing", notFound, false, metav1.ConditionFalse, ReasonKeyNotFound, false, 30 * time.Second},
-		{"ready key stops answering", down, true, metav1.ConditionFalse, ReasonKeyUnreachable, true, 30 * time.Second},
-		{"unready key still down: no new event", down, false, metav1.ConditionFalse, ReasonKeyUnreachable, false, 30 * time.Second},
+		{"no plugin", nil, false, metav1.ConditionFalse, ReasonNoKeystorePlugin, "", 30 * time.Second},
+		{"key answers: becomes Ready", ok, false, metav1.ConditionTrue, ReasonKeyAnswered, EventAccountReady, 5 * time.Minute},
+		{"ready key still answers: no new event", ok, true, metav1.ConditionTrue, ReasonKeyAnswered, "", 5 * time.Minute},
+		{"key missing", notFound, false, metav1.ConditionFalse, ReasonKeyNotFound, "", 30 * time.Second},
+		{"ready key stops answering", down, true, metav1.ConditionFalse, ReasonKeyUnreachable, EventL1KeyUnreachable, 30 * time.Second},
+		{"unready key still down: no new event", down, false, metav1.ConditionFalse, ReasonKeyUnreachable, "", 30 * time.Second},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -84,12 +85,12 @@ func TestReconcile(t *testing.T) {
 			}
 			select {
 			case e := <-rec.Events:
-				if !c.wantEvent || !strings.Contains(e, "L1KeyUnreachable") {
-					t.Errorf("unexpected event %q", e)
+				if c.wantEvent == "" || !strings.Contains(e, c.wantEvent) {
+					t.Errorf("unexpected event %q (want %q)", e, c.wantEvent)
 				}
 			default:
-				if c.wantEvent {
-					t.Error("expected an L1KeyUnreachable event")
+				if c.wantEvent != "" {
+					t.Errorf("expected a %s event", c.wantEvent)
 				}
 			}
 		})

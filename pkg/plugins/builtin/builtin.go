@@ -10,16 +10,19 @@ package builtin
 import (
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/certissuer/certmanager"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/certissuer/internalca"
-	identitystatic "github.com/apeirora/apeiro-cmk/pkg/plugins/identity/static"
+	identityapeiro "github.com/apeirora/apeiro-cmk/pkg/plugins/identity/apeiro"
+	keystoreaws "github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/aws"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/local"
-	notificationlog "github.com/apeirora/apeiro-cmk/pkg/plugins/notification/log"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/notification/alertmanager"
 	sisstatic "github.com/apeirora/apeiro-cmk/pkg/plugins/sis/static"
 )
 
 // Profile names of the builtins (profiles/apeiro-profile/config.yaml).
 const (
 	NameLocalKeystore     = "LOCAL"
+	NameAWSKeystore       = "AWS"
 	NameIdentity          = "APEIRO_IDENTITY"
 	NameCertificateIssuer = "APEIRO_PKI"
 	NameSystemInformation = "APEIRO_RESOURCE_GRAPH"
@@ -33,11 +36,14 @@ func All() []catalog.BuiltInPlugin {
 		// Keystores (KeystoreProvider + KeystoreInstanceKeyOperation share a name).
 		local.NewManagementBuiltIn(NameLocalKeystore),
 		local.NewOperationsBuiltIn(NameLocalKeystore),
+		keystoreaws.NewManagementBuiltIn(NameAWSKeystore),
+		keystoreaws.NewOperationsBuiltIn(NameAWSKeystore),
 
 		// Identity, certificate issuer, system information, notification.
-		identitystatic.NewBuiltIn(),
+		identityapeiro.NewBuiltIn(),
 		internalca.NewBuiltIn(),
+		certmanager.NewBuiltIn(), // APEIRO_CERT_MANAGER: alternative issuer, docs/certificates.md
 		sisstatic.NewBuiltIn(),
-		notificationlog.NewBuiltIn(),
+		alertmanager.NewBuiltIn(),
 	}
 }

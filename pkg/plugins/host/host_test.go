@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/management/v1"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
@@ -155,19 +153,20 @@ func TestSupportedRegionsInjected(t *testing.T) {
 			managementv1.KeystoreProviderPluginServer(mgmt), configv1.ConfigServiceServer(mgmt))},
 		SupportedRegions: []host.SupportedRegion{{Name: "eu", TechnicalName: "eu-central-1"}},
 	})
-	var doc struct {
-		Foo              string `json:"foo"`
-		SupportedRegions struct {
-			Source string `json:"source"`
-			Value  string `json:"value"`
-		} `json:"supportedregions"`
-	}
-	if err := yaml.UnmarshalStrict([]byte(got), &doc); err != nil {
-		t.Fatalf("%v in %q", err, got)
-	}
-	if doc.Foo != "bar" || doc.SupportedRegions.Source != "embedded" ||
-		doc.SupportedRegions.Value != `{"regions":[{"name":"eu","technicalName":"eu-central-1"}]}` {
-		t.Fatalf("unexpected merged YAML %q", got)
+	// Byte for byte what CMK (openkcm/cmk 788ec3c, plugin_config_merge.go)
+	// passes to Configure: a full common-sdk SourceRef re-encoded by yaml.v3.
+	want := `foo: bar
+supportedregions:
+    source: embedded
+    env: ""
+    file:
+        path: ""
+        format: ""
+        jsonPath: ""
+    value: '{"regions":[{"name":"eu","technicalName":"eu-central-1"}]}'
+`
+	if got != want {
+		t.Fatalf("merged YAML differs from CMK's:\n got: %q\nwant: %q", got, want)
 	}
 }
 

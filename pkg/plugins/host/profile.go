@@ -2,7 +2,6 @@ package host
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
 )
 
 // profileEntry is one element of `plugins:`. Its keys are those of
@@ -142,32 +143,22 @@ func (e profileEntry) validate() error {
 
 // SupportedRegionsKey is the top-level key CMK adds to every
 // KeystoreProvider plugin's YAML.
-const SupportedRegionsKey = "supportedregions"
+const SupportedRegionsKey = keystoreconfig.SupportedRegionsKey
 
 // InjectSupportedRegions returns yamlConfiguration with a top-level
-// `supportedregions` embedded SourceRef holding {"regions":[...]}, replacing
-// any existing one, the way CMK's plugin_config_merge.go does.
+// `supportedregions` set exactly as CMK's plugin_config_merge.go does it:
+// decoded into a map and re-encoded with yaml.v3, the value a full
+// common-sdk SourceRef (source, env, file{path, format, jsonPath}, value)
+// holding {"regions":[...]}. The output is byte for byte what a stock CMK
+// passes to Configure, so a plugin that loads here loads there.
 func InjectSupportedRegions(yamlConfiguration string, regions []SupportedRegion) (string, error) {
-	doc := map[string]any{}
-	if strings.TrimSpace(yamlConfiguration) != "" {
-		if err := yaml.Unmarshal([]byte(yamlConfiguration), &doc); err != nil {
-			return "", fmt.Errorf("yamlConfiguration must be a YAML mapping to add %s: %w", SupportedRegionsKey, err)
-		}
-		if doc == nil {
-			doc = map[string]any{}
-		}
+	rs := make([]keystoreconfig.Region, 0, len(regions))
+	for _, r := range regions {
+		rs = append(rs, keystoreconfig.Region{Name: r.Name, TechnicalName: r.TechnicalName})
 	}
-	if regions == nil {
-		regions = []SupportedRegion{}
-	}
-	value, err := json.Marshal(map[string]any{"regions": regions})
+	out, err := keystoreconfig.MergeSupportedRegions(yamlConfiguration, rs)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("adding %s: %w", SupportedRegionsKey, err)
 	}
-	doc[SupportedRegionsKey] = map[string]any{"source": "embedded", "value": string(value)}
-	out, err := yaml.Marshal(doc)
-	if err != nil {
-		return "", err
-	}
-	return string(out), nil
+	return out, nil
 }

@@ -11,8 +11,19 @@ import (
 )
 
 // EventType is a key lifecycle event a tenant can subscribe to.
-// +kubebuilder:validation:Enum=KeyCreated;KeyRotated;KeyRotationFailed;KeyDeleted;L1KeyUnreachable;AccountReady
+// +kubebuilder:validation:Enum=KeyCreated;KeyRotated;KeyRotationFailed;KeyDeleted;L1KeyUnreachable;AccountReady;CertificateRenewalFailed
 type EventType string
+
+// Event types a WebHookNotification can subscribe to (the alert handler maps Kubernetes Event reasons to these).
+const (
+	EventKeyCreated               EventType = "KeyCreated"
+	EventKeyRotated               EventType = "KeyRotated"
+	EventKeyRotationFailed        EventType = "KeyRotationFailed"
+	EventKeyDeleted               EventType = "KeyDeleted"
+	EventL1KeyUnreachable         EventType = "L1KeyUnreachable"
+	EventAccountReady             EventType = "AccountReady"
+	EventCertificateRenewalFailed EventType = "CertificateRenewalFailed"
+)
 
 // NotificationFormat is the payload shape sent to the webhook.
 // +kubebuilder:validation:Enum=Slack;JSON
@@ -45,13 +56,34 @@ type WebHookNotificationSpec struct {
 	SigningSecretRef *SecretKeySelector `json:"signingSecretRef,omitempty"`
 }
 
-// WebHookNotificationStatus is the observed state of a webhook target.
+// WebHookNotificationStatus is the observed state of a webhook target, written by the alert handler.
 type WebHookNotificationStatus struct {
-	// Conditions of the target.
+	// Conditions of the target ("Delivering": the last delivery succeeded; "SigningSecretReady": the secret named by
+	// spec.signingSecretRef exists and holds the key).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// LastSuccessTime is when a delivery last succeeded.
+	// +optional
+	LastSuccessTime *metav1.Time `json:"lastSuccessTime,omitempty"`
+	// LastFailureTime is when a delivery last ended in failure (after its last attempt).
+	// +optional
+	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`
+	// LastFailureReason says why (HTTP status, timeout, refused address, missing signing secret). Never contains
+	// the secret, the payload or the response body.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastFailureReason string `json:"lastFailureReason,omitempty"`
+	// ConsecutiveFailures counts failed deliveries since the last success.
+	// +optional
+	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+	// Delivered counts successful deliveries by this process (reset when the handler restarts).
+	// +optional
+	Delivered int64 `json:"delivered,omitempty"`
+	// DeadLettered counts deliveries dropped after the last attempt by this process.
+	// +optional
+	DeadLettered int64 `json:"deadLettered,omitempty"`
 }
 
 // WebHookNotification is a tenant's webhook for key lifecycle events (for example a Slack channel).

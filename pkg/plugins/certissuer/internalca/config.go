@@ -17,9 +17,15 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/apeirora/apeiro-cmk/pkg/tenantid"
 )
 
 const (
+	// DefaultTrustDomain is the SPIFFE trust domain of the tenant URI SAN when spiffeTrustDomain is not set.
+	DefaultTrustDomain = "apeiro.local"
+	// DefaultComponent is the component segment of the tenant URI SAN when component is not set.
+	DefaultComponent       = "cmk-tenant"
 	defaultMaxValidityDays = 90
 	maxAllowedValidityDays = 825 // hard ceiling, whatever the YAML says
 	ephemeralCALifetime    = 365 * 24 * time.Hour
@@ -34,7 +40,11 @@ const (
 //	caKeyFile: /etc/apeiro/ca/tls.key    # PEM: PKCS#8, PKCS#1 or SEC 1 (EC)
 //	maxValidityDays: 90                  # longest leaf validity granted (≤ 825)
 //	tenantCNPrefix: "cmk-"               # CN = prefix + tenantID; CNs without it are refused
-//	spiffeTrustDomain: apeiro.example    # optional: also add spiffe://<td>/tenant/<tenantID>
+//	spiffeTrustDomain: apeiro.example    # trust domain of the tenant URI SAN (default apeiro.local)
+//	component: cmk-tenant                # component segment of the tenant URI SAN (default cmk-tenant)
+//	legacyTenantURN: false               # also add the former urn:apeiro:tenant:<tenantID> SAN
+//	previousCACertFiles: [/etc/apeiro/ca-old/tls.crt]  # CAs still trusted during a rollover (TrustBundle)
+//	previousCACertPEM: "..."             # the same, inline
 //	subject:                             # optional fixed subject attributes
 //	  organization: [Apeiro]
 //	  organizationalUnit: [CMK]
@@ -48,6 +58,10 @@ type Config struct {
 	MaxValidityDays   int           `json:"maxValidityDays,omitempty"`
 	TenantCNPrefix    string        `json:"tenantCNPrefix,omitempty"`
 	SpiffeTrustDomain string        `json:"spiffeTrustDomain,omitempty"`
+	Component         string        `json:"component,omitempty"`
+	LegacyTenantURN   bool          `json:"legacyTenantURN,omitempty"`
+	PreviousCAFiles   []string      `json:"previousCACertFiles,omitempty"`
+	PreviousCAPEM     string        `json:"previousCACertPEM,omitempty"`
 	Subject           SubjectConfig `json:"subject,omitempty"`
 }
 
@@ -69,6 +83,14 @@ type issuerState struct {
 	subject       SubjectConfig
 	ephemeralCA   bool
 	caFingerprint string
+	component     string
+	legacyURN     bool
+	// previous are CAs that are no longer used to sign but still trusted (rollover); see TrustBundle.
+	previous []*x509.Certificate
+	// caFiles/caStamp let GetCertificate notice a CA rotated on disk (e.g. a cert-manager-renewed Secret).
+	caFiles [2]string
+	caStamp string
+	raw     string
 }
 
 var spiffeTrustDomainRE = regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
@@ -88,6 +110,18 @@ func parseConfig(raw string, now time.Time) (*issuerState, error) {
 		prefix:      cfg.TenantCNPrefix,
 		trustDomain: cfg.SpiffeTrustDomain,
 		subject:     cfg.Subject,
+		component:   cfg.Component,
+		legacyURN:   cfg.LegacyTenantURN,
+		raw:         raw,
+	}
+	if st.trustDomain == "" {
+		st.trustDomain = DefaultTrustDomain
+	}
+	if st.component == "" {
+		st.component = DefaultComponent
+	}
+	if err := tenantid.ValidateTenant(st.component); err != nil {
+		return nil, fmt.Errorf("component %q: lower-case DNS label characters only", st.component)
 	}
 	if st.maxValidity == 0 {
 		st.maxValidity = defaultMaxValidityDays
@@ -100,7 +134,7 @@ func parseConfig(raw string, now time.Time) (*issuerState, error) {
 			return nil, fmt.Errorf("tenantCNPrefix %q: at most 24 characters from [A-Za-z0-9._-], starting alphanumeric", st.prefix)
 		}
 	}
-	if st.trustDomain != "" && !spiffeTrustDomainRE.MatchString(st.trustDomain) {
+	if !spiffeTrustDomainRE.MatchString(st.trustDomain) {
 		return nil, fmt.Errorf("spiffeTrustDomain %q: lower-case letters, digits, '.', '_' and '-' only", st.trustDomain)
 	}
 	for _, attrs := range [][]string{cfg.Subject.Organization, cfg.Subject.OrganizationalUnit, cfg.Subject.Country} {
@@ -108,6 +142,30 @@ func parseConfig(raw string, now time.Time) (*issuerState, error) {
 			if err := checkAttr(a, 64); err != nil {
 				return nil, fmt.Errorf("subject: %w", err)
 			}
+		}
+	}
+
+	for _, f := range cfg.PreviousCAFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read previousCACertFiles: %w", err)
+		}
+		certs, err := parseCertChainPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("previous CA %s: %w", f, err)
+		}
+		st.previous = append(st.previous, certs...)
+	}
+	if cfg.PreviousCAPEM != "" {
+		certs, err := parseCertChainPEM([]byte(cfg.PreviousCAPEM))
+		if err != nil {
+			return nil, fmt.Errorf("previousCACertPEM: %w", err)
+		}
+		st.previous = append(st.previous, certs...)
+	}
+	for _, c := range st.previous {
+		if !c.BasicConstraintsValid || !c.IsCA {
+			return nil, fmt.Errorf("previous CA certificate %q is not a CA", c.Subject.String())
 		}
 	}
 
@@ -128,6 +186,8 @@ func parseConfig(raw string, now time.Time) (*issuerState, error) {
 		if keyPEM, err = os.ReadFile(cfg.CAKeyFile); err != nil {
 			return nil, fmt.Errorf("read caKeyFile: %w", err)
 		}
+		st.caFiles = [2]string{cfg.CACertFile, cfg.CAKeyFile}
+		st.caStamp = fileStamp(st.caFiles)
 	case inline:
 		if cfg.CACertPEM == "" || cfg.CAKeyPEM == "" {
 			return nil, fmt.Errorf("caCertPEM and caKeyPEM must both be set")
@@ -231,14 +291,24 @@ func randomSerial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 }
 
-// TenantURI is the URI SAN carrying the tenant ID in every issued certificate.
-func TenantURI(tenantID string) *url.URL {
+// LegacyTenantURI is the URI SAN this issuer used before it adopted pkg/tenantid; added only with legacyTenantURN.
+func LegacyTenantURI(tenantID string) *url.URL {
 	return &url.URL{Scheme: "urn", Opaque: "apeiro:tenant:" + tenantID}
 }
 
-// SpiffeID is the optional SPIFFE-style URI SAN for a tenant.
-func SpiffeID(trustDomain, tenantID string) *url.URL {
-	return &url.URL{Scheme: "spiffe", Host: trustDomain, Path: "/tenant/" + tenantID}
+// fileStamp identifies the current content of the CA files cheaply (size and modification time); a Secret
+// volume update replaces the files, which changes both.
+func fileStamp(files [2]string) string {
+	var b strings.Builder
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			b.WriteString("missing;")
+			continue
+		}
+		fmt.Fprintf(&b, "%d:%d;", fi.Size(), fi.ModTime().UnixNano())
+	}
+	return b.String()
 }
 
 func btoi(b bool) int {

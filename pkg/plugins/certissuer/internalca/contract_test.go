@@ -70,7 +70,7 @@ func TestContract(t *testing.T) {
 		InvalidYAML:        "caCertFile: " + certFile + "\ncaKeyFile: " + keyFile + "\nunknownField: 1\n",
 		InvalidYAMLMessage: "internalca: invalid configuration",
 		CommonName:         "cmk-tenant-0815",
-		TenantURI:          "urn:apeiro:tenant:tenant-0815",
+		TenantURI:          "spiffe://apeiro.example/tenant/tenant-0815/component/cmk-tenant",
 		Locality:           []string{"eu-central"},
 		ValidityDays:       30,
 		Roots:              roots,
@@ -87,6 +87,6 @@ func TestContractEphemeral(t *testing.T) {
 		YAML:               "ephemeralCA: true\n",
 		EmptyConfigMessage: "a CA is required",
 		CommonName:         "tenant-1",
-		TenantURI:          "urn:apeiro:tenant:tenant-1",
+		TenantURI:          "spiffe://apeiro.local/tenant/tenant-1/component/cmk-tenant",
 	})
 }

@@ -12,10 +12,14 @@
 //   - Subject CN = common_name, L = locality, plus configured O/OU/C;
 //   - ExtKeyUsage clientAuth, KeyUsage digitalSignature (+keyEncipherment
 //     for RSA), not a CA, 128-bit random serial, SKI/AKI;
-//   - SAN URI urn:apeiro:tenant:<tenantID> (FR-2.3: the tenant ID in the SAN
-//     for strict mTLS isolation), and spiffe://<td>/tenant/<tenantID> when
-//     spiffeTrustDomain is configured. tenantID is the CN without the
-//     configured tenantCNPrefix; with a prefix configured, a CN lacking it is
+//   - SAN URI spiffe://<td>/tenant/<tenantID>/component/<component>
+//     (pkg/tenantid; td = spiffeTrustDomain, default apeiro.local), the one
+//     identity pkg/mtls enforces. Earlier versions wrote
+//     urn:apeiro:tenant:<tenantID> (plus spiffe://<td>/tenant/<tenantID> when
+//     a trust domain was set); legacyTenantURN: true still adds the urn for
+//     verifiers not yet migrated. tenantID is the CN without the configured
+//     tenantCNPrefix and must be a Tenant name (DNS-1123 subdomain, so a valid
+//     URI path segment); with a prefix configured, a CN lacking it is
 //     refused, so no certificate can name a tenant outside the convention;
 //   - NotBefore = now − 5 min (clock skew, never before the CA), NotAfter =
 //     now + validity (calendar arithmetic for months and years), at most
@@ -36,6 +40,12 @@
 // certificates nobody trusts. ephemeralCA: true opts into exactly that for
 // development and tests. Until Configure succeeds, GetCertificate answers
 // FailedPrecondition. Configure swaps the loaded CA atomically.
+//
+// Rollover: TrustBundle is the signing CA plus every still-valid previous CA
+// (previousCACertFiles/PEM, and implicitly the CA replaced by the last
+// Configure or by a rotation of the CA files on disk, which GetCertificate
+// notices within 5 s). Verifiers load that bundle, so certificates of the
+// old and the new CA are both accepted until the old one is dropped.
 package internalca
 
 import (
@@ -47,6 +57,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -60,6 +71,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/internal/pluginlog"
+	"github.com/apeirora/apeiro-cmk/pkg/tenantid"
 )
 
 const (
@@ -87,8 +99,13 @@ type Plugin struct {
 
 	now   func() time.Time
 	state atomic.Pointer[issuerState]
+	// lastRotationCheck (unix nanos) throttles the on-disk CA check to one stat pair per rotationCheckEvery.
+	lastRotationCheck atomic.Int64
 	pluginlog.Holder
 }
+
+// rotationCheckEvery bounds how often GetCertificate looks at the CA files.
+const rotationCheckEvery = 5 * time.Second
 
 var (
 	_ certv1.CertificateIssuerServiceServer = (*Plugin)(nil)
@@ -126,11 +143,76 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "internalca: invalid configuration: %v", err)
 	}
-	p.state.Store(st)
+	p.store(p.state.Load(), st)
 	p.Log().Info("internal CA configured", "ca", st.caCert.Subject.String(), "caSha256", st.caFingerprint,
 		"caNotAfter", st.caCert.NotAfter, "ephemeral", st.ephemeralCA, "maxValidityDays", st.maxValidity)
 	bi := buildInfo
 	return &configv1.ConfigureResponse{BuildInfo: &bi}, nil
+}
+
+// store installs next, carrying the CA it replaces over as a previous (still trusted) CA while it is valid, so
+// certificates issued a moment ago keep verifying against TrustBundle during a rollover.
+func (p *Plugin) store(prev, next *issuerState) {
+	if prev != nil && !prev.caCert.Equal(next.caCert) && p.now().Before(prev.caCert.NotAfter) {
+		keep := []*x509.Certificate{prev.caCert}
+		for _, c := range prev.previous {
+			// Only one generation is carried over implicitly; older ones must be configured explicitly.
+			if slices.ContainsFunc(next.previous, c.Equal) {
+				keep = append(keep, c)
+			}
+		}
+		for _, c := range keep {
+			if !slices.ContainsFunc(next.previous, c.Equal) {
+				next.previous = append(next.previous, c)
+			}
+		}
+	}
+	p.state.Store(next)
+}
+
+// reloadIfRotated re-reads the configuration when the CA files changed on disk (at most every
+// rotationCheckEvery); on any error the loaded CA stays in use.
+func (p *Plugin) reloadIfRotated(st *issuerState) *issuerState {
+	if st.caFiles[0] == "" {
+		return st
+	}
+	now := p.now()
+	last := p.lastRotationCheck.Load()
+	if now.UnixNano()-last < int64(rotationCheckEvery) || !p.lastRotationCheck.CompareAndSwap(last, now.UnixNano()) {
+		return st
+	}
+	if fileStamp(st.caFiles) == st.caStamp {
+		return st
+	}
+	next, err := parseConfig(st.raw, now)
+	if err != nil {
+		p.Log().Warn("CA files changed but cannot be loaded; keeping the current CA", "error", err.Error())
+		return st
+	}
+	if !p.state.CompareAndSwap(st, st) { // reconfigured meanwhile
+		return p.state.Load()
+	}
+	p.store(st, next)
+	p.Log().Info("internal CA rotated from disk", "ca", next.caCert.Subject.String(), "caSha256", next.caFingerprint,
+		"previousTrusted", len(next.previous))
+	return next
+}
+
+// TrustBundle returns the PEM bundle verifiers should trust: the signing CA and every previous CA that has not
+// expired (pkg/mtls.Verifier.SetBundle takes it as is). Nil before Configure.
+func (p *Plugin) TrustBundle() []byte {
+	st := p.state.Load()
+	if st == nil {
+		return nil
+	}
+	out := encodeCertPEM(st.caCert.Raw)
+	now := p.now()
+	for _, c := range st.previous {
+		if now.Before(c.NotAfter) {
+			out = append(out, encodeCertPEM(c.Raw)...)
+		}
+	}
+	return out
 }
 
 // CACertificate returns the CA certificate in use, or nil before Configure.
@@ -148,6 +230,7 @@ func (p *Plugin) GetCertificate(_ context.Context, req *certv1.GetCertificateReq
 	if st == nil {
 		return nil, status.Error(codes.FailedPrecondition, "internalca: not configured (no CA loaded)")
 	}
+	st = p.reloadIfRotated(st)
 	cn := req.GetCommonName()
 	tenantID, err := st.tenantFromCN(cn)
 	if err != nil {
@@ -179,9 +262,13 @@ func (p *Plugin) GetCertificate(_ context.Context, req *certv1.GetCertificateReq
 	if notBefore.Before(st.caCert.NotBefore) {
 		notBefore = st.caCert.NotBefore
 	}
-	uris := []*url.URL{TenantURI(tenantID)}
-	if st.trustDomain != "" {
-		uris = append(uris, SpiffeID(st.trustDomain, tenantID))
+	id, err := tenantid.Format(st.trustDomain, tenantID, "component", st.component)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "common_name: %v", err)
+	}
+	uris := []*url.URL{id}
+	if st.legacyURN {
+		uris = append(uris, LegacyTenantURI(tenantID))
 	}
 	usage := x509.KeyUsageDigitalSignature
 	if _, isRSA := pub.(*rsa.PublicKey); isRSA {
@@ -230,6 +317,10 @@ func (st *issuerState) tenantFromCN(cn string) (string, error) {
 	}
 	if tenant == "" || !cnRE.MatchString(tenant) {
 		return "", fmt.Errorf("%q: tenant ID after prefix %q is empty or does not start alphanumeric", cn, st.prefix)
+	}
+	// The tenant ID becomes a path segment of the SPIFFE ID, so it must be a Tenant name (DNS-1123 subdomain).
+	if err := tenantid.ValidateTenant(tenant); err != nil {
+		return "", fmt.Errorf("%q: %w (the tenant ID must be a valid URI path segment)", cn, err)
 	}
 	return tenant, nil
 }

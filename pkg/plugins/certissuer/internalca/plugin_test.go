@@ -171,7 +171,7 @@ subject: {organization: [Apeiro], organizationalUnit: [CMK], country: [DE]}
 	for _, u := range leaf.URIs {
 		uris = append(uris, u.String())
 	}
-	if got := strings.Join(uris, " "); got != "urn:apeiro:tenant:tenant-42 spiffe://apeiro.example/tenant/tenant-42" {
+	if got := strings.Join(uris, " "); got != "spiffe://apeiro.example/tenant/tenant-42/component/cmk-tenant" {
 		t.Errorf("URI SANs = %s", got)
 	}
 	if leaf.IsCA || leaf.KeyUsage != x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment {

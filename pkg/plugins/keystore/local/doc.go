@@ -8,7 +8,8 @@
 // operations RPCs). The access data CMK stores and sends back is therefore
 // {instanceId, accessKey}; the plugins verify it without shared state other
 // than the secret. Management and operations must share the secret: the same
-// `dir` (the secret is created in it) or the same `secret` SourceRef. With
+// `secret` SourceRef (production: a separately mounted Secret) or the same
+// `dir` (development: the secret is created next to it as <dir>.secret). With
 // neither, each plugin makes a random per-process secret, which suits tests
 // and single-plugin use only.
 //

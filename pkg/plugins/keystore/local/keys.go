@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keywrap"
 )
 
 // Key states as reported in GetKeyResponse.status.
@@ -36,26 +38,6 @@ const (
 	maxDeletionWindowDays     = 30
 	importValidity            = 24 * time.Hour
 	wrappingKeyBits           = 3072
-)
-
-// Wrapping algorithms announced in the import parameters.
-const (
-	// WrapRSAOAEP256 wraps AES-256 material directly with RSA-OAEP-SHA256.
-	WrapRSAOAEP256 = "RSAES_OAEP_SHA_256"
-	// WrapRSAOAEP256AESGCM wraps RSA private keys (PKCS#8 DER, too long for
-	// OAEP): RSA-OAEP-SHA256(ephemeral AES-256 key) || 12-byte nonce ||
-	// AES-256-GCM(ephemeral, PKCS#8).
-	WrapRSAOAEP256AESGCM = "RSAES_OAEP_SHA_256_AES_256_GCM"
-)
-
-// Import parameter field names.
-const (
-	ImportPublicKey         = "publicKey"
-	ImportWrappingAlgorithm = "wrappingAlgorithm"
-	ImportHashFunction      = "hashFunction"
-	ImportToken             = "importToken"
-	ImportExpiresAt         = "expiresAt"
-	ImportKeyAlgorithm      = "keyAlgorithm"
 )
 
 type keyRecord struct {
@@ -214,13 +196,13 @@ func WrapKeyMaterial(params *structpb.Struct, material []byte) (string, error) {
 		return "", errors.New("import parameters: publicKey is not RSA")
 	}
 	switch alg := stringField(params, ImportWrappingAlgorithm); alg {
-	case WrapRSAOAEP256:
+	case WrapRSAPKCSOAEP:
 		ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, material, nil)
 		if err != nil {
 			return "", err
 		}
 		return base64.StdEncoding.EncodeToString(ct), nil
-	case WrapRSAOAEP256AESGCM:
+	case WrapRSAAESKeyWrap:
 		eph := make([]byte, 32)
 		if _, err := rand.Read(eph); err != nil {
 			return "", err
@@ -229,7 +211,7 @@ func WrapKeyMaterial(params *structpb.Struct, material []byte) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		body, err := seal(eph, material, nil)
+		body, err := keywrap.WrapPad(eph, material)
 		if err != nil {
 			return "", err
 		}
@@ -245,9 +227,9 @@ func unwrapKeyMaterial(priv *rsa.PrivateKey, alg, encoded string) ([]byte, error
 		return nil, fmt.Errorf("encrypted_key_material is not base64: %w", err)
 	}
 	switch alg {
-	case WrapRSAOAEP256:
+	case WrapRSAPKCSOAEP:
 		return rsa.DecryptOAEP(sha256.New(), nil, priv, ct, nil)
-	case WrapRSAOAEP256AESGCM:
+	case WrapRSAAESKeyWrap:
 		n := priv.Size()
 		if len(ct) <= n {
 			return nil, errors.New("encrypted_key_material too short")
@@ -256,16 +238,16 @@ func unwrapKeyMaterial(priv *rsa.PrivateKey, alg, encoded string) ([]byte, error
 		if err != nil {
 			return nil, err
 		}
-		return unseal(eph, ct[n:], nil)
+		return keywrap.UnwrapPad(eph, ct[n:])
 	}
 	return nil, fmt.Errorf("unknown wrapping algorithm %q", alg)
 }
 
 func wrappingFor(a operationsv1.KeyAlgorithm) string {
 	if a == operationsv1.KeyAlgorithm_KEY_ALGORITHM_AES256 {
-		return WrapRSAOAEP256
+		return WrapRSAPKCSOAEP
 	}
-	return WrapRSAOAEP256AESGCM
+	return WrapRSAAESKeyWrap
 }
 
 // Ciphertext format of Encrypt: "LKS1" | len(versionID) (1 byte) | versionID

@@ -229,7 +229,7 @@ func TestBYOKImportRSA4096AndChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ip.GetImportParameters().GetFields()[local.ImportWrappingAlgorithm].GetStringValue() != local.WrapRSAOAEP256 {
+	if ip.GetImportParameters().GetFields()[local.ImportWrappingAlgorithm].GetStringValue() != local.WrapRSAPKCSOAEP {
 		t.Fatalf("import parameters: %v", ip)
 	}
 	short, _ := local.WrapKeyMaterial(ip.GetImportParameters(), make([]byte, 16))
@@ -339,7 +339,7 @@ func TestAccessDataAndRegions(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	bad := map[string]string{
-		"unknown key":      "colour: red",
+		"typo of a key":    "dri: /var/lib/keys",
 		"syntax":           "dir: [",
 		"bad region":       "regions: ['eu central']",
 		"window":           "defaultDeletionWindowDays: 99",
@@ -358,11 +358,19 @@ func TestConfigErrors(t *testing.T) {
 			}
 		})
 	}
+	// A key a future CMK may merge in (top level or inside the SourceRef) is
+	// ignored, not fatal: it must not take down the whole plugin set.
+	future := "landscape: {name: eu10}\nsupportedregions: {source: embedded, env: '', file: {path: '', format: '', jsonPath: '', mode: x}, value: '{\"regions\":[]}', keyId: k}"
+	for _, c := range []configv1.ConfigServer{local.NewOperations(), local.NewManagement()} {
+		if _, err := c.Configure(context.Background(), &configv1.ConfigureRequest{YamlConfiguration: future}); err != nil {
+			t.Fatalf("future CMK keys: %v", err)
+		}
+	}
 	t.Setenv("APEIRO_TEST_KS_DIR", t.TempDir())
 	if _, err := local.NewOperations().Configure(context.Background(), &configv1.ConfigureRequest{YamlConfiguration: "dir: ${APEIRO_TEST_KS_DIR}/keys"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(os.Getenv("APEIRO_TEST_KS_DIR"), "keys", "keystore.secret")); err != nil {
+	if _, err := os.Stat(filepath.Join(os.Getenv("APEIRO_TEST_KS_DIR"), "keys.secret")); err != nil {
 		t.Fatalf("dir with $VAR: %v", err)
 	}
 }

@@ -172,9 +172,17 @@ func (m *Management) GrantTrust(_ context.Context, req *managementv1.GrantTrustR
 	if err := be.st.put(kindTrusts, inst, tr.ID, raw, true); err != nil {
 		return nil, internalErr("recording trust", err)
 	}
-	ad, err := structpb.NewStruct(map[string]any{
+	fields := map[string]any{
 		FieldInstanceID: inst, FieldTrustID: tr.ID, FieldSubject: subject, FieldRegion: region, FieldTrustType: typ,
-	})
+	}
+	if typ == "MANAGEMENT" {
+		// CMK stores a MANAGEMENT trust's access data as the keystore's
+		// keyManagementConfig and sends it with every key operation (when
+		// CreateKeystore returned no key-management locality), so it must
+		// authenticate the key-management role.
+		fields[FieldAccessKey] = AccessKey(be.secret, roleKeys, inst)
+	}
+	ad, err := structpb.NewStruct(fields)
 	if err != nil {
 		return nil, internalErr("encoding access data", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -82,9 +83,39 @@ func (o *Operations) params(p *operationsv1.RequestParameters) (*backend, string
 	return be, inst, id, nil
 }
 
-// load returns the key or StatusKeyNotFound. Keys whose deletion window has
-// passed are purged here.
+// load returns the key or StatusKeyNotFound, for callers that do not hold
+// keyMu (GetKey, Encrypt, ExtractKeyRegion, ...). A key whose deletion
+// window has passed is purged, but only under keyMu and after re-reading
+// it: a purge racing an update could otherwise remove a key another
+// request has just changed, or the update could write a purged key back.
 func (o *Operations) load(be *backend, inst, id string) (*keyRecord, error) {
+	r, err := o.read(be, inst, id)
+	if err != nil || !o.purgeDue(r) {
+		return r, err
+	}
+	o.keyMu.Lock()
+	defer o.keyMu.Unlock()
+	return o.loadLocked(be, inst, id)
+}
+
+// loadLocked is load for callers holding keyMu.
+func (o *Operations) loadLocked(be *backend, inst, id string) (*keyRecord, error) {
+	r, err := o.read(be, inst, id)
+	if err != nil || !o.purgeDue(r) {
+		return r, err
+	}
+	if err := be.st.remove(kindKeys, inst, id); err != nil {
+		return nil, internalErr("purging key", err)
+	}
+	return nil, kserrors.StatusKeyNotFound.Err()
+}
+
+func (o *Operations) purgeDue(r *keyRecord) bool {
+	return r.State == StatePendingDeletion && r.DeleteAt != nil && !o.now().Before(*r.DeleteAt)
+}
+
+// read returns the stored key record or StatusKeyNotFound; no side effects.
+func (o *Operations) read(be *backend, inst, id string) (*keyRecord, error) {
 	b, err := be.st.get(kindKeys, inst, id)
 	if errors.Is(err, errNotFound) {
 		return nil, kserrors.StatusKeyNotFound.Err()
@@ -95,12 +126,6 @@ func (o *Operations) load(be *backend, inst, id string) (*keyRecord, error) {
 	r, err := unmarshalRecord(b)
 	if err != nil {
 		return nil, internalErr("reading key", err)
-	}
-	if r.State == StatePendingDeletion && r.DeleteAt != nil && !o.now().Before(*r.DeleteAt) {
-		if err := be.st.remove(kindKeys, inst, id); err != nil {
-			return nil, internalErr("purging key", err)
-		}
-		return nil, kserrors.StatusKeyNotFound.Err()
 	}
 	return r, nil
 }
@@ -127,7 +152,7 @@ func (o *Operations) update(p *operationsv1.RequestParameters, fn func(be *backe
 	}
 	o.keyMu.Lock()
 	defer o.keyMu.Unlock()
-	r, err := o.load(be, inst, id)
+	r, err := o.loadLocked(be, inst, id)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +306,7 @@ func (o *Operations) DeleteKey(_ context.Context, req *operationsv1.DeleteKeyReq
 	}
 	o.keyMu.Lock()
 	defer o.keyMu.Unlock()
-	r, err := o.load(be, inst, id)
+	r, err := o.loadLocked(be, inst, id)
 	if err != nil {
 		return nil, err
 	}
@@ -336,8 +361,9 @@ func (o *Operations) DisableKey(_ context.Context, req *operationsv1.DisableKeyR
 }
 
 // GetImportParameters creates a fresh RSA-3072 wrapping key for a BYOK key
-// and returns its public key, the wrapping algorithm and an import token
-// valid for 24 hours.
+// and returns the parameters in CMK's shape (see byok.go): publicKey,
+// wrappingAlgorithm, hashFunction, validTo (24 hours) and the string
+// providerParams carrying the single-use import token.
 func (o *Operations) GetImportParameters(_ context.Context, req *operationsv1.GetImportParametersRequest) (*operationsv1.GetImportParametersResponse, error) {
 	var params *structpb.Struct
 	_, err := o.update(req.GetParameters(), func(be *backend, inst string, r *keyRecord) error {
@@ -371,13 +397,16 @@ func (o *Operations) GetImportParameters(_ context.Context, req *operationsv1.Ge
 		}
 		exp := o.now().UTC().Add(importValidity)
 		r.Import = &importState{Token: token, ExpiresAt: exp, Wrapping: wrappingFor(r.algorithm()), SealedPriv: sealed}
+		pp, err := encodeProviderParams(token, r.Algorithm)
+		if err != nil {
+			return internalErr("encoding import parameters", err)
+		}
 		params, err = structpb.NewStruct(map[string]any{
 			ImportPublicKey:         string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})),
 			ImportWrappingAlgorithm: r.Import.Wrapping,
-			ImportHashFunction:      "SHA256",
-			ImportToken:             token,
-			ImportExpiresAt:         exp.Format(time.RFC3339),
-			ImportKeyAlgorithm:      r.Algorithm,
+			ImportHashFunction:      ImportHashSHA256,
+			ImportProviderParams:    pp,
+			ImportValidTo:           exp.Format(time.RFC3339),
 		})
 		if err != nil {
 			return internalErr("encoding import parameters", err)
@@ -409,8 +438,15 @@ func (o *Operations) ImportKeyMaterial(_ context.Context, req *operationsv1.Impo
 		if imp == nil {
 			return status.Errorf(codes.FailedPrecondition, "no import parameters for key %q; call GetImportParameters first", r.ID)
 		}
-		if tok := stringField(req.GetImportParameters(), ImportToken); tok != imp.Token {
+		pp, err := decodeProviderParams(req.GetImportParameters())
+		if err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		if subtle.ConstantTimeCompare([]byte(pp.ImportToken), []byte(imp.Token)) != 1 {
 			return status.Error(codes.InvalidArgument, "import parameters do not match the key's current import token")
+		}
+		if a := stringField(req.GetImportParameters(), ImportAlgorithm); a != "" && a != r.Algorithm {
+			return status.Errorf(codes.InvalidArgument, "import parameters: algorithm %s does not match key algorithm %s", a, r.Algorithm)
 		}
 		if !o.now().Before(imp.ExpiresAt) {
 			return status.Error(codes.FailedPrecondition, "import parameters expired; call GetImportParameters again")

@@ -51,7 +51,7 @@ func (b *base) configure(yamlConfiguration string) error {
 	if err != nil {
 		return err
 	}
-	secret, err := cfg.resolveSecret(b.fallback)
+	secret, where, err := cfg.resolveSecret(b.fallback)
 	if err != nil {
 		return fmt.Errorf("local keystore configuration: %w", err)
 	}
@@ -65,6 +65,17 @@ func (b *base) configure(yamlConfiguration string) error {
 	b.be = be
 	log := b.log
 	b.mu.Unlock()
+	switch {
+	case where.legacyKDF:
+		log.Warn("local keystore: the secret passphrase is hashed without a KDF because this directory holds keys from before argon2id; re-create the directory to use argon2id", "plugin", b.kind)
+	case where.source == "legacy-file":
+		log.Warn("local keystore: the sealing secret lies inside the key directory; set `secret:` to a separately mounted secret", "plugin", b.kind, "file", where.path)
+	case where.source == "dev-file":
+		log.Warn("local keystore: development sealing secret next to the key directory; set `secret:` to a separately mounted secret in production", "plugin", b.kind, "file", where.path)
+	}
+	if len(cfg.warnings) > 0 {
+		log.Warn("local keystore configuration: ignored unknown keys", "plugin", b.kind, "keys", cfg.warnings.String())
+	}
 	if cfg.Dir == "" {
 		log.Info("local keystore configured in memory: keys are lost when the plugin stops", "plugin", b.kind)
 	} else {

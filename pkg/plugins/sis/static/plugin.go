@@ -40,9 +40,29 @@ const (
 	// PluginType is the plugin-sdk type (and handshake cookie).
 	PluginType = sisv1.Type
 
-	// TypeRegion and TypeTenant are the resource types the derived keys know.
-	TypeRegion = "region"
-	TypeTenant = "tenant"
+	// The system types of the Platform Mesh. CMK refreshes a system with
+	// Get(id=<system identifier>, type=<system type>); the kcp-backed
+	// resource-graph plugin (pkg/plugins/sis/resourcegraph) answers the same
+	// types with the same IDs, so a profile can switch between the two:
+	//
+	//	region     region name (eu-central)
+	//	tenant     tenant workspace path (root:acme)
+	//	workspace  workspace path (root:acme:team)
+	//	account    <workspace path>/<namespace>/<name> of an Account
+	//
+	// Other types are answered as configured (a warning is logged), so a
+	// deployment can describe systems the mesh does not know.
+	TypeRegion    = "region"
+	TypeTenant    = "tenant"
+	TypeWorkspace = "workspace"
+	TypeAccount   = "account"
+
+	// KeyWorkspace, KeyNamespace and KeyName are derived for an account from
+	// its ID (<workspace path>/<namespace>/<name>), as the resource-graph
+	// plugin reports them.
+	KeyWorkspace = "workspace"
+	KeyNamespace = "namespace"
+	KeyName      = "name"
 
 	// KeyAudiences is the region metadata key holding comma-separated OIDC audiences.
 	KeyAudiences = "audiences"
@@ -99,6 +119,12 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 		return nil, status.Errorf(codes.InvalidArgument, "sis static: invalid configuration: %v", err)
 	}
 	answers := buildAnswers(cfg)
+	for _, r := range cfg.Resources {
+		if !IsPlatformMeshType(r.Type) {
+			p.Log().Warn("resource type is not a Platform Mesh system type; answered as configured",
+				"type", r.Type, "known", strings.Join(PlatformMeshTypes(), ","))
+		}
+	}
 	p.answers.Store(&answers)
 	p.Log().Info("resource graph configured", "resources", len(answers))
 	bi := buildInfo
@@ -141,6 +167,13 @@ func buildAnswers(cfg *Config) map[Ref]map[string]string {
 		if v, ok := nearest(byRef, r, TypeRegion, KeyRegion); ok {
 			md[KeyRegion] = v
 		}
+		if r.Type == TypeAccount {
+			if ws, rest, ok := strings.Cut(r.ID, "/"); ok {
+				if ns, name, ok := strings.Cut(rest, "/"); ok && ws != "" && ns != "" && name != "" {
+					md[KeyWorkspace], md[KeyNamespace], md[KeyName] = ws, ns, name
+				}
+			}
+		}
 		// Configured metadata wins over derived keys.
 		for k, v := range r.Metadata {
 			md[k] = v
@@ -173,4 +206,18 @@ func nearest(byRef map[Ref]*ResourceConfig, r *ResourceConfig, typ, key string) 
 		cur = byRef[*cur.Parent]
 	}
 	return "", false
+}
+
+// PlatformMeshTypes lists the system types of the Platform Mesh.
+func PlatformMeshTypes() []string {
+	return []string{TypeRegion, TypeTenant, TypeWorkspace, TypeAccount}
+}
+
+// IsPlatformMeshType reports whether t is one of PlatformMeshTypes.
+func IsPlatformMeshType(t string) bool {
+	switch t {
+	case TypeRegion, TypeTenant, TypeWorkspace, TypeAccount:
+		return true
+	}
+	return false
 }

@@ -1,0 +1,202 @@
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// DefaultMinRefreshInterval is the shortest time between two JWKS fetches of one issuer. go-oidc's RemoteKeySet
+// refetches on every unknown kid, so a flood of tokens with random kids would become a flood of fetches against
+// the IdP; comparable libraries rate-limit to 30 s - 1 min.
+const DefaultMinRefreshInterval = 30 * time.Second
+
+// maxJWKSKeys bounds how many keys one JWKS may publish (Keycloak publishes a handful).
+const maxJWKSKeys = 100
+
+// ErrUnknownKey: the token names a key the issuer does not publish (after at most one allowed refetch).
+var ErrUnknownKey = errors.New("unknown signing key")
+
+// keySet is an oidc.KeySet over one JWKS URL with a refetch rate limit. Keys are fetched lazily on first use,
+// kept after a failed refetch (an IdP outage does not stop verification with cached keys), and refetched at most
+// once per minRefresh when a token names an unknown kid. Concurrent refetches are coalesced.
+type keySet struct {
+	// jwksURL returns the JWKS URL; for discovered issuers it runs (lazy, rate-limited) discovery.
+	jwksURL    func(ctx context.Context) (string, error)
+	client     *http.Client
+	minRefresh time.Duration
+	now        func() time.Time
+	algs       []jose.SignatureAlgorithm
+
+	mu        sync.Mutex
+	keys      []jose.JSONWebKey
+	lastFetch time.Time     // time of the last fetch attempt, successful or not
+	inflight  chan struct{} // closed when the running fetch ends
+	fetchErr  error
+
+	fetches atomic.Int64
+}
+
+func newKeySet(jwksURL func(context.Context) (string, error), client *http.Client, minRefresh time.Duration, now func() time.Time) *keySet {
+	algs := make([]jose.SignatureAlgorithm, 0, len(AllowedAlgorithms))
+	for _, a := range AllowedAlgorithms {
+		algs = append(algs, jose.SignatureAlgorithm(a))
+	}
+	return &keySet{jwksURL: jwksURL, client: client, minRefresh: minRefresh, now: now, algs: algs}
+}
+
+// Fetches is how many JWKS fetches were attempted (metrics, tests, benchmarks).
+func (k *keySet) Fetches() int64 { return k.fetches.Load() }
+
+// VerifySignature implements oidc.KeySet.
+func (k *keySet) VerifySignature(ctx context.Context, token string) ([]byte, error) {
+	jws, err := jose.ParseSigned(token, k.algs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: want exactly one signature", ErrMalformed)
+	}
+	kid := jws.Signatures[0].Header.KeyID
+	alg := jws.Signatures[0].Header.Algorithm
+
+	keys := k.cached()
+	if !hasKey(keys, kid, alg) {
+		keys, err = k.refresh(ctx)
+		if err != nil && len(keys) == 0 {
+			return nil, err
+		}
+		if !hasKey(keys, kid, alg) {
+			return nil, ErrUnknownKey
+		}
+	}
+	for _, key := range keys {
+		if !keyMatches(key, kid, alg) {
+			continue
+		}
+		if payload, err := jws.Verify(key.Key); err == nil {
+			return payload, nil
+		}
+	}
+	// A known kid with a bad signature is a forgery, not a rotation: no refetch (it would be free to trigger).
+	return nil, errors.New("signature does not verify")
+}
+
+func (k *keySet) cached() []jose.JSONWebKey {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.keys
+}
+
+func hasKey(keys []jose.JSONWebKey, kid, alg string) bool {
+	for _, key := range keys {
+		if keyMatches(key, kid, alg) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyMatches: a token without kid may use any key; a key that states its alg must agree with the token's.
+func keyMatches(key jose.JSONWebKey, kid, alg string) bool {
+	if kid != "" && key.KeyID != kid {
+		return false
+	}
+	if key.Use != "" && key.Use != "sig" {
+		return false
+	}
+	return key.Algorithm == "" || key.Algorithm == alg
+}
+
+// refresh refetches the JWKS unless the last attempt is younger than minRefresh, in which case the cached keys are
+// returned unchanged. Callers arriving during a fetch wait for it.
+func (k *keySet) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
+	k.mu.Lock()
+	if ch := k.inflight; ch != nil {
+		k.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return k.cached(), ctx.Err()
+		}
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return k.keys, k.fetchErr
+	}
+	if !k.lastFetch.IsZero() && k.now().Sub(k.lastFetch) < k.minRefresh {
+		keys, err := k.keys, k.fetchErr
+		k.mu.Unlock()
+		return keys, err
+	}
+	ch := make(chan struct{})
+	k.inflight = ch
+	k.lastFetch = k.now()
+	k.mu.Unlock()
+
+	// Detached from the caller's cancellation (another caller may be waiting on this fetch), bounded by the
+	// client's own timeout.
+	keys, err := k.fetch(context.WithoutCancel(ctx))
+
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.inflight = nil
+	close(ch)
+	if err != nil {
+		k.fetchErr = err
+		return k.keys, err // keep the keys we had: an IdP outage must not stop verification
+	}
+	k.keys, k.fetchErr = keys, nil
+	return keys, nil
+}
+
+func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
+	k.fetches.Add(1)
+	u, err := k.jwksURL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("JWKS request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching JWKS: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading JWKS: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetching JWKS: HTTP %d", resp.StatusCode)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(body, &set); err != nil {
+		return nil, fmt.Errorf("decoding JWKS: %w", err)
+	}
+	if len(set.Keys) > maxJWKSKeys {
+		return nil, fmt.Errorf("JWKS publishes %d keys, more than %d", len(set.Keys), maxJWKSKeys)
+	}
+	keys := make([]jose.JSONWebKey, 0, len(set.Keys))
+	for _, key := range set.Keys {
+		// Only public asymmetric keys: a symmetric key in a JWKS would let HMAC in through the back door.
+		if !key.Valid() || !key.IsPublic() {
+			continue
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("JWKS has no usable public signing keys")
+	}
+	return keys, nil
+}

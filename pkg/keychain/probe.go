@@ -1,0 +1,34 @@
+package keychain
+
+import (
+	"context"
+
+	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+)
+
+// Prober proves an Account's L1 key exists and answers (the Account Ready rule). The admission webhook asks it on
+// Account create within a short budget; the Account reconciler asks it periodically. Production: the keystore
+// operations plugin of the Account's keystore (GetKey), deduplicated and cached (pkg/admission/pluginbacked).
+// Implementations must honour ctx's deadline.
+type Prober interface {
+	// ProbeKey returns nil when the key answered, an error wrapping ErrKeyNotFound when the keystore says it does not
+	// exist, and any other error when the keystore could not be asked (unreachable, unauthenticated, timeout).
+	ProbeKey(ctx context.Context, acct *cmkv1.Account) error
+}
+
+// ProberFunc adapts a function to Prober.
+type ProberFunc func(ctx context.Context, acct *cmkv1.Account) error
+
+// ProbeKey implements Prober.
+func (f ProberFunc) ProbeKey(ctx context.Context, a *cmkv1.Account) error { return f(ctx, a) }
+
+type dryRunKey struct{}
+
+// WithDryRun marks ctx as serving a dry-run request: implementations answer as usual but remember nothing (no
+// cache writes), so `kubectl apply --dry-run=server` leaves no trace.
+func WithDryRun(ctx context.Context) context.Context {
+	return context.WithValue(ctx, dryRunKey{}, true)
+}
+
+// IsDryRun reports whether ctx was marked with WithDryRun.
+func IsDryRun(ctx context.Context) bool { v, _ := ctx.Value(dryRunKey{}).(bool); return v }
