@@ -94,8 +94,9 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 	@bash hack/fuzz.sh $(FUZZTIME)
 
 .PHONY: bench
-bench: ## Run the benchmarks recorded in docs/performance.md.
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/hierarchy/ ./pkg/admission/
+bench: ## Run the benchmarks that need no peer (peer benchmarks: commands in docs/performance.md).
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/hierarchy/ ./pkg/admission/... ./pkg/identity/ ./pkg/keychain/... \
+		./pkg/mtls/ ./pkg/kcp/ ./pkg/plugins/keystore/keystoreconfig/
 
 .PHONY: clean
 clean: ## Remove build outputs and local state (not the tools cache).

@@ -36,6 +36,11 @@ func main() {
 }
 
 func run(ctx context.Context, kcpBin, webhookBin, root string) error {
+	// The fixture reads the CRDs and webhook configurations relative to the repository root.
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	root = "."
 	work := filepath.Join(root, ".dev", "kcp")
 	_ = os.RemoveAll(work)
 	if err := os.MkdirAll(work, 0o700); err != nil {

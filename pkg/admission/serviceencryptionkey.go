@@ -84,6 +84,7 @@ func (h *Handlers) checkAccountRef(ctx context.Context, owner string, key hierar
 	unusable := fieldErr("spec.accountRef", RuleAccountUnusable,
 		"account %q is not found or not usable by tenant %q (it must exist, not be terminating, and belong to %q, an ancestor, or a shadow of either)",
 		truncate(key.String()), owner, owner)
+	key = h.Dir.accountKey(ctx, key) // the Source's model key (kcp: qualified by workspace); identity otherwise
 	if create {
 		state, _, err := h.Dir.LiveAccountState(ctx, key)
 		if err != nil {

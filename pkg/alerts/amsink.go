@@ -95,6 +95,9 @@ func NewAMSink(o AMOptions) *AMSink {
 	return s
 }
 
+// maxLastSeen bounds the per-alert "newest event" memory.
+const maxLastSeen = 100000
+
 // ErrClosed is returned by Enqueue after the sink stopped.
 var ErrClosed = errors.New("alert handler stopped")
 
@@ -159,10 +162,11 @@ func (s *AMSink) Handle(ctx context.Context, e *Event) error {
 		if r.Condition {
 			a.EndsAt = now.Add(3 * s.o.ResendInterval)
 			s.active[id] = a
-		} else {
-			a.EndsAt = a.StartsAt.Add(s.o.NoticeLifetime)
+			out = append(out, a)
+		} else if a.EndsAt = a.StartsAt.Add(s.o.NoticeLifetime); a.EndsAt.After(now) {
+			// A notice already over (an old Event re-read after a restart) is not worth an alert.
+			out = append(out, a)
 		}
-		out = append(out, a)
 	}
 	s.o.Metrics.amActive.Set(float64(len(s.active)))
 	s.mu.Unlock()
@@ -173,6 +177,15 @@ func (s *AMSink) Handle(ctx context.Context, e *Event) error {
 func (s *AMSink) newer(id string, t time.Time) bool {
 	if last, ok := s.lastSeen[id]; ok && t.Before(last) {
 		return false
+	}
+	if len(s.lastSeen) >= maxLastSeen {
+		// Bounded memory: forget old entries except for firing conditions (losing only the protection against
+		// late, out-of-order events for objects that have been quiet).
+		for k := range s.lastSeen {
+			if _, firing := s.active[k]; !firing {
+				delete(s.lastSeen, k)
+			}
+		}
 	}
 	s.lastSeen[id] = t
 	return true

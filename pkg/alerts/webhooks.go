@@ -167,6 +167,16 @@ func (d *Dispatcher) Upsert(w *cmkv1.WebHookNotification) {
 	}
 	t := &target{nn: nn, queue: make(chan *Event, d.o.QueuePerTarget), limiter: rate.NewLimiter(rate.Limit(d.o.Rate), d.o.Burst)}
 	t.spec.Store(spec)
+	// Continue from the recorded state, so counters and the failure streak survive a restart of the handler.
+	st := &w.Status
+	t.state = DeliveryState{LastFailureReason: st.LastFailureReason, ConsecutiveFailures: st.ConsecutiveFailures,
+		Delivered: st.Delivered, DeadLettered: st.DeadLettered}
+	if st.LastSuccessTime != nil {
+		t.state.LastSuccess = st.LastSuccessTime.Time
+	}
+	if st.LastFailureTime != nil {
+		t.state.LastFailure = st.LastFailureTime.Time
+	}
 	d.targets[nn] = t
 	d.o.Metrics.whTargets.Set(float64(len(d.targets)))
 	if d.runCtx != nil {

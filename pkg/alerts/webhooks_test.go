@@ -437,3 +437,16 @@ func FuzzBody(f *testing.F) {
 		}
 	})
 }
+
+// TestStateContinuesFromStatus: a target loaded after a restart continues its counters and failure streak.
+func TestStateContinuesFromStatus(t *testing.T) {
+	d := NewDispatcher(WebhookOptions{})
+	w := whn("acme-ns", "h", "acme", "https://hooks.example.com/x", "", cmkv1.FormatJSON, cmkv1.EventKeyRotated)
+	ts := metav1.NewTime(time.Unix(1700000000, 0))
+	w.Status = cmkv1.WebHookNotificationStatus{Delivered: 7, DeadLettered: 2, ConsecutiveFailures: 2, LastFailureTime: &ts, LastFailureReason: "receiver answered 500"}
+	d.Upsert(w)
+	st, ok := d.State(types.NamespacedName{Namespace: "acme-ns", Name: "h"})
+	if !ok || st.Delivered != 7 || st.DeadLettered != 2 || st.ConsecutiveFailures != 2 || !st.LastFailure.Equal(ts.Time) {
+		t.Fatalf("state %+v", st)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -165,5 +166,16 @@ func TestScopeTrustsStoredCluster(t *testing.T) {
 	got, err := g.TenantOfNamespace(g.Scope(context.Background(), req), "keys")
 	if err != nil || got != "acme" {
 		t.Fatalf("TenantOfNamespace = %q, %v; want acme", got, err)
+	}
+}
+
+func TestQualifyKeepsWorkspacesApart(t *testing.T) {
+	a := &metav1.ObjectMeta{Name: "cluster", Annotations: map[string]string{AnnotationCluster: "lc-a"}}
+	b := &metav1.ObjectMeta{Name: "cluster", Annotations: map[string]string{AnnotationCluster: "lc-b"}}
+	qualify(a)
+	qualify(b)
+	qualify(a) // idempotent (a relist may hand the same object back)
+	if a.Name == b.Name || name(a) != "cluster" || name(b) != "cluster" || a.Name != "lc-a|cluster" {
+		t.Fatalf("qualified names %q %q", a.Name, b.Name)
 	}
 }

@@ -3,10 +3,12 @@ package kcp
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	apisv1alpha1 "github.com/kcp-dev/kcp/sdk/apis/apis/v1alpha1"
 	kcpcorev1alpha1 "github.com/kcp-dev/kcp/sdk/apis/core/v1alpha1"
 	tenancyv1alpha1 "github.com/kcp-dev/kcp/sdk/apis/tenancy/v1alpha1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +36,7 @@ var (
 	AccountsGVR         = cmkv1.GroupVersion.WithResource("accounts")
 	KeysGVR             = cmkv1.GroupVersion.WithResource("serviceencryptionkeys")
 	configMapsGVR       = corev1.SchemeGroupVersion.WithResource("configmaps")
+	apiExportsGVR       = apisv1alpha1.SchemeGroupVersion.WithResource("apiexports")
 	eventsGVR           = corev1.SchemeGroupVersion.WithResource("events")
 	lastConfirmedMillis atomic.Int64
 )
@@ -134,7 +137,25 @@ func (w *Watcher) Start(ctx context.Context) error {
 		},
 		remove: func(u *unstructured.Unstructured) { w.graph.DeleteLogicalCluster(cluster(u)) },
 	})
-	w.run(ctx, wild.Resource(WorkspacesGVR), "", handlers{
+	// Workspaces are served to every workspace through kcp's tenancy.kcp.io APIExport; across workspaces they are
+	// addressed by that export's identity hash (workspaces:<hash>).
+	root, err := dynamic.NewForConfig(ForCluster(w.base, "root"))
+	if err != nil {
+		return fmt.Errorf("kcp root client: %w", err)
+	}
+	ictx, cancel := context.WithTimeout(ctx, w.opts.RequestTimeout)
+	export, err := root.Resource(apiExportsGVR).Get(ictx, WorkspacesGVR.Group, metav1.GetOptions{})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("reading the identity of kcp's %s APIExport: %w", WorkspacesGVR.Group, err)
+	}
+	identity, _, _ := unstructured.NestedString(export.Object, "status", "identityHash")
+	if identity == "" {
+		return fmt.Errorf("kcp's %s APIExport has no identity hash yet", WorkspacesGVR.Group)
+	}
+	wsGVR := WorkspacesGVR
+	wsGVR.Resource += ":" + identity
+	w.run(ctx, wild.Resource(wsGVR), "", handlers{
 		upsert: func(u *unstructured.Unstructured) {
 			var ws tenancyv1alpha1.Workspace
 			if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ws) != nil {
@@ -155,19 +176,19 @@ func (w *Watcher) Start(ctx context.Context) error {
 	}
 	w.runMeta(ctx, meta.Resource(AccountsGVR), metaHandlers{
 		upsert: func(o *metav1.PartialObjectMetadata) {
-			w.graph.UpsertAccount(Account{Cluster: o.Annotations[AnnotationCluster], Namespace: o.Namespace, Name: o.Name})
+			w.graph.UpsertAccount(Account{Cluster: o.Annotations[AnnotationCluster], Namespace: o.Namespace, Name: name(o)})
 		},
 		remove: func(o *metav1.PartialObjectMetadata) {
-			w.graph.DeleteAccount(o.Annotations[AnnotationCluster], o.Namespace, o.Name)
+			w.graph.DeleteAccount(o.Annotations[AnnotationCluster], o.Namespace, name(o))
 		},
 	})
 	if !w.opts.SkipKeys {
 		w.runMeta(ctx, meta.Resource(KeysGVR), metaHandlers{
 			upsert: func(o *metav1.PartialObjectMetadata) {
-				w.graph.UpsertKey(o.Annotations[AnnotationCluster], o.Namespace, o.Name, o.Annotations[AnnotationAccountWorkspace], o.Labels[cmkadmission.AccountRefLabel])
+				w.graph.UpsertKey(o.Annotations[AnnotationCluster], o.Namespace, name(o), o.Annotations[AnnotationAccountWorkspace], o.Labels[cmkadmission.AccountRefLabel])
 			},
 			remove: func(o *metav1.PartialObjectMetadata) {
-				w.graph.DeleteKey(o.Annotations[AnnotationCluster], o.Namespace, o.Name)
+				w.graph.DeleteKey(o.Annotations[AnnotationCluster], o.Namespace, name(o))
 			},
 		})
 	}
@@ -193,10 +214,20 @@ type metaHandlers struct {
 func (w *Watcher) runMeta(ctx context.Context, ri metadata.ResourceInterface, h metaHandlers) {
 	lw := &toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return ri.List(ctx, o)
+			l, err := ri.List(ctx, o)
+			if err == nil {
+				for i := range l.Items {
+					qualify(&l.Items[i])
+				}
+			}
+			return l, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return ri.Watch(ctx, o)
+			wi, err := ri.Watch(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return watch.Filter(wi, qualifyEvent), nil
 		},
 	}
 	inf := toolscache.NewSharedIndexInformer(lw, &metav1.PartialObjectMetadata{}, 0, toolscache.Indexers{})
@@ -230,16 +261,53 @@ type handlers struct {
 
 func cluster(u *unstructured.Unstructured) string { return u.GetAnnotations()[AnnotationCluster] }
 
+// Objects of different workspaces share names (every LogicalCluster is called "cluster"), but an informer keys its
+// queue and cache by namespace/name. qualify prefixes the name with the logical cluster before the informer sees
+// the object; name() undoes it for the handlers.
+const clusterSep = "|"
+
+func qualify(o metav1.Object) {
+	if c := o.GetAnnotations()[AnnotationCluster]; c != "" && !strings.HasPrefix(o.GetName(), c+clusterSep) {
+		o.SetName(c + clusterSep + o.GetName())
+	}
+}
+
+func qualifyEvent(e watch.Event) (watch.Event, bool) {
+	if o, ok := e.Object.(metav1.Object); ok && e.Type != watch.Bookmark && e.Type != watch.Error {
+		qualify(o)
+	}
+	return e, true
+}
+
+// name returns an object's name without the cluster prefix qualify added.
+func name(o metav1.Object) string {
+	n := o.GetName()
+	if i := strings.Index(n, clusterSep); i >= 0 {
+		return n[i+len(clusterSep):]
+	}
+	return n
+}
+
 // run starts one informer. Its handlers never block on I/O except the mesh one's rare event write.
 func (w *Watcher) run(ctx context.Context, ri dynamic.ResourceInterface, fieldSelector string, h handlers) {
 	lw := &toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = fieldSelector
-			return ri.List(ctx, o)
+			l, err := ri.List(ctx, o)
+			if err == nil {
+				for i := range l.Items {
+					qualify(&l.Items[i])
+				}
+			}
+			return l, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = fieldSelector
-			return ri.Watch(ctx, o)
+			wi, err := ri.Watch(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return watch.Filter(wi, qualifyEvent), nil
 		},
 	}
 	inf := toolscache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, toolscache.Indexers{})
@@ -297,8 +365,8 @@ func (w *Watcher) reportInvalid(ctx context.Context, platform dynamic.Interface,
 	defer cancel()
 	now := metav1.Now()
 	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: u.GetName() + ".", Namespace: u.GetNamespace()},
-		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: u.GetNamespace(), Name: u.GetName(),
+		ObjectMeta: metav1.ObjectMeta{GenerateName: name(u) + ".", Namespace: u.GetNamespace()},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: u.GetNamespace(), Name: name(u),
 			UID: u.GetUID(), ResourceVersion: u.GetResourceVersion()},
 		Reason:         ReasonInvalidMeshConfig,
 		Message:        clip256("configuration rejected, the previous one stays in force: " + cause.Error()),

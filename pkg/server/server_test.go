@@ -443,7 +443,7 @@ func TestAdmissionReviewOverTLS(t *testing.T) {
 			admissiontest.Req{Kind: "Tenant", Name: "initech", Object: admissiontest.TenantObject(hierarchy.Tenant{ID: "initech", Type: hierarchy.Root})}, true, false, ""},
 		{"denied cross-tenant", admission.PathValidateServiceEncryption,
 			admissiontest.Req{Kind: "ServiceEncryptionKey", Namespace: admissiontest.AcmeEU, Name: "k",
-				Object: admissiontest.KeyObject(admissiontest.AcmeEU, "k", admissiontest.Globex, "main")}, false, false, `tenant \"globex\"`},
+				Object: admissiontest.KeyObject(admissiontest.AcmeEU, "k", admissiontest.Globex, "main")}, false, false, `not found or not usable by tenant \"acme-eu\"`},
 		{"patched", admission.PathMutateAccount,
 			admissiontest.Req{Kind: "Account", Namespace: admissiontest.AcmeEU, Name: "a",
 				Object: admissiontest.AccountObject(admissiontest.AcmeEU, "a", "")}, true, true, ""},

@@ -75,6 +75,7 @@ func runSuite(m *testing.M) (code int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
+	defer stopAlertmanager() // test/e2e/alerts_test.go
 
 	if err := setUp(ctx, tmp); err != nil {
 		if errors.Is(err, errNoPeers) && !requirePeers() {
@@ -132,7 +133,7 @@ func setUp(ctx context.Context, tmp string) error {
 	start := time.Now()
 	s, err := devstack.Up(ctx, devstack.Options{
 		KubeBin: kubeBin, WebhookBin: webhookBin, Root: env.root, WorkDir: filepath.Join(tmp, "stack"),
-		Progress: prefixWriter{"e2e: "},
+		Progress: prefixWriter{"e2e: "}, WebhookArgs: alertmanagerArgs(tmp), // test/e2e/alerts_test.go
 	})
 	if err != nil {
 		return err

@@ -180,8 +180,8 @@ func TestPlatformMeshOnKCP(t *testing.T) {
 			{"own-tree-ancestor", w.AcmeEU, w.Acme, ""},
 			{"own-workspace", w.Globex, "", ""},
 			{"shadow-of-owner", w.AcmeDR, w.Acme, ""},
-			{"other-tree", w.AcmeEU, w.Globex, "cross-tenant"},
-			{"other-root", w.Globex, w.Acme, "cross-tenant"},
+			{"other-tree", w.AcmeEU, w.Globex, `not usable by tenant "acme.eu"`},
+			{"other-root", w.Globex, w.Acme, `not usable by tenant "globex"`},
 			{"no-such-workspace", w.Acme, "root:nowhere", "spec.accountRef"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

@@ -169,3 +169,68 @@ func (s *Server) WaitReceived(ctx context.Context, t testing.TB, timeout time.Du
 	}
 	t.Fatalf("the receiver got no %q alert matching the condition within %v (got %d notifications)", status, timeout, len(s.Received()))
 }
+
+// Process is an Alertmanager started outside a test (a suite's TestMain), without a receiver.
+type Process struct {
+	URL string
+	cmd *exec.Cmd
+}
+
+// Launch starts Alertmanager with its data in dir and waits until it is ready; the caller stops it. It returns an
+// error when prometheus-alertmanager is not installed.
+func Launch(dir string) (*Process, error) {
+	bin, err := exec.LookPath("prometheus-alertmanager")
+	if err != nil {
+		return nil, fmt.Errorf("prometheus-alertmanager not found on PATH; %s", Hint)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	cfg := "route: {receiver: none, group_wait: 1s, group_interval: 1s, repeat_interval: 1h}\nreceivers: [{name: none}]\n"
+	if err := os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	log, err := os.Create(filepath.Join(dir, "alertmanager.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--cluster.listen-address=", "--log.level=warn")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Process{URL: "http://" + addr, cmd: cmd}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if resp, err := http.Get(p.URL + "/-/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+	}
+	p.Stop()
+	return nil, fmt.Errorf("alertmanager not ready after 30s (log: %s)", filepath.Join(dir, "alertmanager.log"))
+}
+
+// Stop ends the process.
+func (p *Process) Stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}

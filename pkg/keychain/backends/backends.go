@@ -14,6 +14,8 @@ import (
 	"github.com/apeirora/apeiro-cmk/pkg/keychain/localwrap"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
 	awskeystore "github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/aws"
+	openbaokeystore "github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/openbao"
+	thaleskeystore "github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/thales"
 )
 
 // New builds the Wrapper of keystore type ks from yamlConfiguration (its operations plugin's configuration).
@@ -27,6 +29,21 @@ func New(ctx context.Context, ks cmkv1.KeystoreType, yamlConfiguration string) (
 			return nil, err
 		}
 		return awskeystore.NewWrapper(cfg), nil
+	case cmkv1.KeystoreThales:
+		cfg, err := thaleskeystore.ParseConfig(yamlConfiguration)
+		if err != nil {
+			return nil, err
+		}
+		if len(cfg.Tokens) == 0 {
+			return nil, fmt.Errorf("thales keystore: no PKCS#11 token is configured (tokens: [{label, pin}])")
+		}
+		return thaleskeystore.NewWrapper(cfg), nil
+	case cmkv1.KeystoreOpenBao:
+		cfg, err := openbaokeystore.ParseConfig(yamlConfiguration)
+		if err != nil {
+			return nil, err
+		}
+		return openbaokeystore.NewWrapper(cfg), nil
 	default:
 		return nil, fmt.Errorf("no in-process wrapper for keystore %q yet", ks)
 	}

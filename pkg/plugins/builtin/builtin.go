@@ -15,6 +15,8 @@ import (
 	identityapeiro "github.com/apeirora/apeiro-cmk/pkg/plugins/identity/apeiro"
 	keystoreaws "github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/aws"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/local"
+	keystoreopenbao "github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/openbao"
+	keystorethales "github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/thales"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/notification/alertmanager"
 	sisstatic "github.com/apeirora/apeiro-cmk/pkg/plugins/sis/static"
 )
@@ -23,6 +25,8 @@ import (
 const (
 	NameLocalKeystore     = "LOCAL"
 	NameAWSKeystore       = "AWS"
+	NameOpenBaoKeystore   = "OPENBAO"
+	NameThalesKeystore    = "THALES"
 	NameIdentity          = "APEIRO_IDENTITY"
 	NameCertificateIssuer = "APEIRO_PKI"
 	NameSystemInformation = "APEIRO_RESOURCE_GRAPH"
@@ -38,6 +42,10 @@ func All() []catalog.BuiltInPlugin {
 		local.NewOperationsBuiltIn(NameLocalKeystore),
 		keystoreaws.NewManagementBuiltIn(NameAWSKeystore),
 		keystoreaws.NewOperationsBuiltIn(NameAWSKeystore),
+		keystoreopenbao.NewManagementBuiltIn(NameOpenBaoKeystore),
+		keystoreopenbao.NewOperationsBuiltIn(NameOpenBaoKeystore),
+		keystorethales.NewManagementBuiltIn(NameThalesKeystore),
+		keystorethales.NewOperationsBuiltIn(NameThalesKeystore),
 
 		// Identity, certificate issuer, system information, notification.
 		identityapeiro.NewBuiltIn(),

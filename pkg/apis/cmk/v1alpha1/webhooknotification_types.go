@@ -78,10 +78,10 @@ type WebHookNotificationStatus struct {
 	// ConsecutiveFailures counts failed deliveries since the last success.
 	// +optional
 	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
-	// Delivered counts successful deliveries by this process (reset when the handler restarts).
+	// Delivered counts successful deliveries.
 	// +optional
 	Delivered int64 `json:"delivered,omitempty"`
-	// DeadLettered counts deliveries dropped after the last attempt by this process.
+	// DeadLettered counts deliveries dropped after their last attempt (or because the target's queue was full).
 	// +optional
 	DeadLettered int64 `json:"deadLettered,omitempty"`
 }
