@@ -12,7 +12,6 @@ import (
 
 	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	"github.com/apeirora/apeiro-cmk/pkg/admission/pluginbacked"
-	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/builtin"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
 	"github.com/apeirora/apeiro-cmk/profiles"
@@ -87,22 +86,4 @@ func staticRegions(allowed string) admission.StaticRegionPolicy {
 		pol.Regions[strings.TrimSpace(name)] = list
 	}
 	return pol
-}
-
-// keyProber probes Accounts' L1 keys through the keystore plugins named in --keystore-plugins; nil (no probing at
-// admission) when the mapping is empty.
-func (p *plugins) keyProber(names map[string]string) admission.KeyProber {
-	if len(names) == 0 {
-		return nil
-	}
-	return &pluginbacked.KeyProber{
-		Client: func(ks cmkv1.KeystoreType) (pluginbacked.KeyOpsClient, error) {
-			name, ok := names[string(ks)]
-			if !ok {
-				return nil, fmt.Errorf("no plugin is mapped to keystore %q (--keystore-plugins)", ks)
-			}
-			return p.KeyOperations(name)
-		},
-		InstanceConfig: pluginbacked.InstanceConfig,
-	}
 }

@@ -150,6 +150,12 @@ func (h *Handlers) probe(ctx context.Context, a *cmkv1.Account) (string, *admiss
 		r := deny("Account", a.Name, fieldErr("spec.keyRef", RuleKeyNotFound,
 			"L1 key %q does not exist in keystore %q", truncate(a.Spec.KeyRef), a.Spec.Keystore))
 		return "", &r
+	case errors.Is(err, keychain.ErrTenantBinding):
+		// The keystore refused this Account's own role or key for its tenant (e.g. another tenant's IAM role): a
+		// verdict about the Account, not an outage, so it denies like a missing key.
+		r := deny("Account", a.Name, fieldErr("spec", RuleTenantBinding,
+			"keystore %q refused the Account's credentials for its tenant: %s", a.Spec.Keystore, truncateMsg(err.Error())))
+		return "", &r
 	default:
 		return fmt.Sprintf("L1 key %q could not be verified yet (%s); the Account stays not Ready until it answers",
 			truncate(a.Spec.KeyRef), shortErr(err)), nil
@@ -165,4 +171,14 @@ func shortErr(err error) string {
 		s = s[:57] + "..."
 	}
 	return s
+}
+
+// truncateMsg bounds a backend's explanation in a denial (it is longer than a field value, so truncate's limit is
+// too tight).
+func truncateMsg(s string) string {
+	const max = 400
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
 }

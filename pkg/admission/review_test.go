@@ -31,6 +31,7 @@ import (
 	"github.com/apeirora/apeiro-cmk/pkg/admission/admissiontest"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
+	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 )
 
 func TestMain(m *testing.M) {
@@ -519,6 +520,12 @@ func TestReviewAccount(t *testing.T) {
 		{name: "key not found denied", path: path, opts: withProber(notFound, 0),
 			req:  accountReq("", eu, nil),
 			want: want{msg: []string{"spec.keyRef", eu.Spec.KeyRef, "does not exist"}, fields: []string{"spec.keyRef"}}},
+		{name: "keystore refusing the Account's role for its tenant denied", path: path,
+			opts: withProber(proberFunc(func(context.Context, *cmkv1.Account) error {
+				return fmt.Errorf("%w: roleArn: role of another tenant", keychain.ErrTenantBinding)
+			}), 0),
+			req:  accountReq("", eu, nil),
+			want: want{msg: []string{"refused the Account's credentials for its tenant", "role of another tenant"}, fields: []string{"spec"}}},
 		{name: "keystore error only warns", path: path,
 			opts: withProber(proberFunc(func(context.Context, *cmkv1.Account) error { return errors.New("connection refused") }), 0),
 			req:  accountReq("", eu, nil),

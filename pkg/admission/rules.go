@@ -17,6 +17,7 @@ const (
 	RuleAudience          = "A-AUDIENCE"
 	RuleStaticCredentials = "A-STATIC-CREDENTIALS"
 	RuleKeyNotFound       = "A-KEY-NOT-FOUND"
+	RuleTenantBinding     = "A-KEY-TENANT-BINDING"
 	RuleSPIFFEID          = "A-SPIFFE-ID"
 	RulePermission        = "A-PERMISSION"
 	RuleAccountUnusable   = "A-ACCOUNT-UNUSABLE"

@@ -2,6 +2,7 @@ package keychain
 
 import (
 	"context"
+	"fmt"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 )
@@ -12,9 +13,15 @@ import (
 // Implementations must honour ctx's deadline.
 type Prober interface {
 	// ProbeKey returns nil when the key answered, an error wrapping ErrKeyNotFound when the keystore says it does not
-	// exist, and any other error when the keystore could not be asked (unreachable, unauthenticated, timeout).
+	// exist, an error wrapping ErrTenantBinding when the keystore refuses the Account's role or key for its tenant
+	// (a deterministic answer about the Account, not an outage), and any other error when the keystore could not be
+	// asked (unreachable, unauthenticated, timeout).
 	ProbeKey(ctx context.Context, acct *cmkv1.Account) error
 }
+
+// ErrTenantBinding: the keystore refused the Account's credentials or key because they are not bound to the
+// Account's tenant (another tenant's role, a key outside the role's account). It wraps ErrDenied.
+var ErrTenantBinding = fmt.Errorf("%w: not bound to the Account's tenant", ErrDenied)
 
 // ProberFunc adapts a function to Prober.
 type ProberFunc func(ctx context.Context, acct *cmkv1.Account) error

@@ -212,6 +212,10 @@ func TestKeychainAWS(t *testing.T) {
 
 	missing := awsAccount("missing", srv.KeyARN(tenant, "00000000-0000-4000-8000-000000000000"))
 	expectEventually(t, deniedByWebhook("does not exist"), func() error { return env.client.Create(ctx, missing.DeepCopy()) })
+	// Another tenant's role, even with a key that exists: the plugin refuses the binding, and admission denies it.
+	stolen := awsAccount("stolen", ck.GetKeyId())
+	stolen.Spec.Auth.IRSARoleARN = strings.Replace(role, "apeiro-cmk-tenant-"+tenant, "apeiro-cmk-tenant-globex", 1)
+	expectEventually(t, deniedByWebhook("refused the Account's credentials for its tenant"), func() error { return env.client.Create(ctx, stolen.DeepCopy()) })
 
 	f.create(awsAccount("main", ck.GetKeyId()))
 	acctKey := types.NamespacedName{Namespace: tenant, Name: "main"}

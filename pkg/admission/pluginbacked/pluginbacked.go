@@ -18,10 +18,12 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	kserrors "github.com/openkcm/plugin-sdk/pkg/plugin/keystore/errors"
 	commonv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/common/v1"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
 	sisv1 "github.com/openkcm/plugin-sdk/proto/plugin/systeminformation/v1"
@@ -243,6 +245,8 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 		return nil
 	case status.Code(err) == codes.NotFound:
 		return fmt.Errorf("%w: %s", keychain.ErrKeyNotFound, status.Convert(err).Message())
+	case bindingRefused(err):
+		return fmt.Errorf("%w: %s", keychain.ErrTenantBinding, bindingDetail(err))
 	case status.Code(err) == codes.DeadlineExceeded:
 		return fmt.Errorf("keystore %s: %w (%s)", a.Spec.Keystore, context.DeadlineExceeded, status.Convert(err).Message())
 	default:
@@ -281,4 +285,34 @@ func (p *KeyProber) Forget() {
 // adds the access data the embedded keystore needs.
 func InstanceConfig(a *cmkv1.Account) (*structpb.Struct, error) {
 	return structpb.NewStruct(keychain.BaseInstanceConfig(a))
+}
+
+// bindingFields are the access-data fields whose refusal is a verdict about the Account itself: a keystore plugin
+// that answers "failed to authenticate with the keystore provider" naming one of them (ErrorInfo metadata "field",
+// see pkg/plugins/keystore/keystoreerr) refused the Account's role or key for its tenant, which no retry changes.
+// Authentication failures naming anything else (the platform's own identity, a token file) stay outages.
+var bindingFields = map[string]bool{"roleArn": true, "keyId": true, "tenant": true}
+
+func bindingRefused(err error) bool {
+	st := status.Convert(err)
+	if st.Code() != kserrors.StatusProviderAuthenticationError.Code() || st.Message() != kserrors.StatusProviderAuthenticationError.Message() {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && bindingFields[info.GetMetadata()["field"]] {
+			return true
+		}
+	}
+	return false
+}
+
+// bindingDetail is the plugin's precise reason (it speaks about the writer's own Account, so it is not another
+// tenant's data).
+func bindingDetail(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetMetadata()["detail"] != "" {
+			return info.GetMetadata()["field"] + ": " + info.GetMetadata()["detail"]
+		}
+	}
+	return status.Convert(err).Message()
 }

@@ -8,17 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	kserrors "github.com/openkcm/plugin-sdk/pkg/plugin/keystore/errors"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
 	sisv1 "github.com/openkcm/plugin-sdk/proto/plugin/systeminformation/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	"github.com/apeirora/apeiro-cmk/pkg/admission/pluginbacked"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 )
 
 // --- fakes ---
@@ -262,6 +265,22 @@ func TestKeyProber(t *testing.T) {
 		err := proberFor(ops, 0).ProbeKey(ctx, acct("acme-eu", "k"))
 		if !errors.Is(err, admission.ErrKeyNotFound) || !strings.Contains(err.Error(), "key not found") {
 			t.Fatalf("ProbeKey = %v, want ErrKeyNotFound", err)
+		}
+	})
+	t.Run("a refused tenant binding wraps ErrTenantBinding", func(t *testing.T) {
+		st, err := kserrors.StatusProviderAuthenticationError.WithDetails(&errdetails.ErrorInfo{Reason: "KEYSTORE_AWS",
+			Metadata: map[string]string{"field": "roleArn", "detail": "role x is not a role of tenant acme-eu"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := proberFor(&fakeKeyOps{err: st.Err()}, 0).ProbeKey(ctx, acct("acme-eu", "k"))
+		if !errors.Is(got, keychain.ErrTenantBinding) || !strings.Contains(got.Error(), "not a role of tenant acme-eu") {
+			t.Fatalf("ProbeKey = %v, want ErrTenantBinding with the plugin's reason", got)
+		}
+		// The same status naming the platform's own identity is an outage, not a verdict about the Account.
+		st, _ = kserrors.StatusProviderAuthenticationError.WithDetails(&errdetails.ErrorInfo{Metadata: map[string]string{"field": "webIdentityToken"}})
+		if got := proberFor(&fakeKeyOps{err: st.Err()}, 0).ProbeKey(ctx, acct("acme-eu", "k")); errors.Is(got, keychain.ErrDenied) {
+			t.Fatalf("ProbeKey = %v: a platform credential failure must not deny the Account", got)
 		}
 	})
 	t.Run("other failures are plain errors", func(t *testing.T) {

@@ -10,103 +10,28 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/smithy-go"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	kserrors "github.com/openkcm/plugin-sdk/pkg/plugin/keystore/errors"
 
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreerr"
 )
 
-// Error is what every operation of the plugin returns. It renders two ways:
-//   - at the gRPC boundary (GRPCStatus) as the exact SDK keystore status where CMK maps the case (code and message
-//     must match exactly), with the precise reason in an ErrorInfo detail (metadata "detail", "field"); otherwise as
-//     its own code and precise message;
-//   - in Go (Error, errors.Is) as the precise message wrapping the keychain sentinel (keychain.ErrKeyNotFound, …), so
-//     in-process callers (the key chain, the webhook) see which field was wrong.
-type Error struct {
-	// SDK is the exact SDK status CMK maps, or nil.
-	SDK *status.Status
-	// Code is used when SDK is nil.
-	Code codes.Code
-	// Field names the offending input ("roleArn", "keyId", "tenant", …), if any.
-	Field string
-	// Msg is the precise message.
-	Msg string
-	// Kind is the keychain sentinel, or nil.
-	Kind  error
-	Cause error
-}
+// Error is what every operation of the plugin returns (see package keystoreerr).
+type Error = keystoreerr.Error
 
-func (e *Error) Error() string { return e.Msg }
+// errs builds this backend's errors; the short names below keep call sites readable.
+const errs = keystoreerr.Backend("aws")
 
-// Unwrap exposes the sentinel and the cause to errors.Is / errors.As.
-func (e *Error) Unwrap() []error {
-	var out []error
-	if e.Kind != nil {
-		out = append(out, e.Kind)
-	}
-	if e.Cause != nil {
-		out = append(out, e.Cause)
-	}
-	return out
-}
-
-// GRPCStatus implements the interface grpc-go uses to turn a handler's error into a status.
-func (e *Error) GRPCStatus() *status.Status {
-	if e.SDK == nil {
-		return status.New(e.Code, e.Msg)
-	}
-	md := map[string]string{"detail": e.Msg}
-	if e.Field != "" {
-		md["field"] = e.Field
-	}
-	reason := "KEYSTORE_AWS"
-	if e.SDK.Code() == codes.InvalidArgument && e.SDK.Message() == kserrors.StatusInvalidKeyAccessData.Message() {
-		reason = kserrors.ReasonMissingFields
-	}
-	st, err := e.SDK.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "keystore-aws.apeiro.io", Metadata: md})
-	if err != nil {
-		return e.SDK
-	}
-	return st
-}
-
-func authErr(field, format string, args ...any) *Error {
-	return &Error{SDK: kserrors.StatusProviderAuthenticationError, Field: field, Msg: fmt.Sprintf(format, args...), Kind: keychain.ErrDenied}
-}
-
-func accessDataErr(field, format string, args ...any) *Error {
-	return &Error{SDK: kserrors.StatusInvalidKeyAccessData, Field: field, Msg: fmt.Sprintf(format, args...), Kind: keychain.ErrDenied}
-}
-
-func invalidArg(field, format string, args ...any) *Error {
-	return &Error{Code: codes.InvalidArgument, Field: field, Msg: fmt.Sprintf(format, args...)}
-}
-
-func notFound(format string, args ...any) *Error {
-	return &Error{SDK: kserrors.StatusKeyNotFound, Field: "keyId", Msg: fmt.Sprintf(format, args...), Kind: keychain.ErrKeyNotFound}
-}
-
-func failedPrecondition(kind error, format string, args ...any) *Error {
-	return &Error{Code: codes.FailedPrecondition, Msg: fmt.Sprintf(format, args...), Kind: kind}
-}
-
-// grpcErr converts any error into one the gRPC boundary renders precisely.
-func grpcErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.GRPCStatus().Err()
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Internal, err.Error())
-}
+var (
+	authErr            = errs.Auth
+	accessDataErr      = errs.AccessData
+	invalidArg         = errs.InvalidArg
+	notFound           = errs.NotFound
+	failedPrecondition = errs.FailedPrecondition
+	grpcErr            = errs.GRPC
+)
 
 // Names of AWS error codes by what they mean to us.
 var (

@@ -10,64 +10,17 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keyversions"
 )
 
-// GetKeyVersions has the shape of the RPC plugin-sdk v0.15.0 adds to
-// KeystoreInstanceKeyOperation. SDK v0.14.0 has no such RPC, so these types
-// stand in for the generated ones; the getters match what CMK calls
-// (GetVersions, GetVersionId, GetCreationTime, GetStatus). Moving to v0.15
-// means deleting these three types and using operationsv1's (see
-// docs/plugins.md, "GetKeyVersions and the v0.15 bump").
-type GetKeyVersionsRequest struct {
-	Parameters *operationsv1.RequestParameters
-}
-
-func (r *GetKeyVersionsRequest) GetParameters() *operationsv1.RequestParameters {
-	if r == nil {
-		return nil
-	}
-	return r.Parameters
-}
-
-// KeyVersion is one version of a key.
-type KeyVersion struct {
-	VersionId    string //nolint:revive // matches the generated field name
-	CreationTime *timestamppb.Timestamp
-	Status       string
-}
-
-func (v *KeyVersion) GetVersionId() string {
-	if v == nil {
-		return ""
-	}
-	return v.VersionId
-}
-
-func (v *KeyVersion) GetCreationTime() *timestamppb.Timestamp {
-	if v == nil {
-		return nil
-	}
-	return v.CreationTime
-}
-
-func (v *KeyVersion) GetStatus() string {
-	if v == nil {
-		return ""
-	}
-	return v.Status
-}
-
-// GetKeyVersionsResponse lists versions oldest first.
-type GetKeyVersionsResponse struct {
-	Versions []*KeyVersion
-}
-
-func (r *GetKeyVersionsResponse) GetVersions() []*KeyVersion {
-	if r == nil {
-		return nil
-	}
-	return r.Versions
-}
+// The GetKeyVersions stand-in types of plugin-sdk v0.15.0's RPC, shared by every keystore backend (see package
+// keyversions; on the v0.15 bump they become operationsv1's generated types).
+type (
+	GetKeyVersionsRequest  = keyversions.GetKeyVersionsRequest
+	KeyVersion             = keyversions.KeyVersion
+	GetKeyVersionsResponse = keyversions.GetKeyVersionsResponse
+)
 
 // GetKeyVersions lists the key's versions, oldest first. Each version
 // reports the key's state (versions are enabled/disabled with their key).

@@ -10,63 +10,30 @@ import (
 	"syscall"
 
 	bao "github.com/openbao/openbao/api/v2"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	kserrors "github.com/openkcm/plugin-sdk/pkg/plugin/keystore/errors"
 
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreerr"
 )
 
-// Error is what every operation returns. At the gRPC boundary it is the exact SDK keystore status where CMK maps
-// the case (with the precise reason in an ErrorInfo detail), otherwise its own code and message; in Go it wraps the
-// keychain sentinel so the key chain and the Account readiness path can tell the cases apart.
-type Error struct {
-	SDK   *status.Status
-	Code  codes.Code
-	Field string
-	Msg   string
-	Kind  error
-	Cause error
-}
+// Error is the keystore backends' shared error (pkg/plugins/keystore/keystoreerr): at the gRPC boundary the exact SDK
+// keystore status where CMK maps the case (with the precise reason in an ErrorInfo detail), otherwise its own code
+// and message; in Go it wraps the keychain sentinel so the key chain and the Account readiness path can tell the
+// cases apart.
+type Error = keystoreerr.Error
 
-func (e *Error) Error() string { return e.Msg }
-
-// Unwrap exposes the sentinel and the cause.
-func (e *Error) Unwrap() []error {
-	var out []error
-	if e.Kind != nil {
-		out = append(out, e.Kind)
-	}
-	if e.Cause != nil {
-		out = append(out, e.Cause)
-	}
-	return out
-}
-
-// GRPCStatus renders the error at the plugin boundary.
-func (e *Error) GRPCStatus() *status.Status {
-	if e.SDK == nil {
-		return status.New(e.Code, e.Msg)
-	}
-	md := map[string]string{"detail": e.Msg}
-	if e.Field != "" {
-		md["field"] = e.Field
-	}
-	st, err := e.SDK.WithDetails(&errdetails.ErrorInfo{Reason: "KEYSTORE_OPENBAO", Domain: "keystore-openbao.apeiro.io", Metadata: md})
-	if err != nil {
-		return e.SDK
-	}
-	return st
-}
+// backendName names this keystore in ErrorInfo details (reason KEYSTORE_OPENBAO).
+const backendName keystoreerr.Backend = "openbao"
 
 func authErr(field, format string, args ...any) *Error {
-	return &Error{SDK: kserrors.StatusProviderAuthenticationError, Field: field, Msg: fmt.Sprintf(format, args...), Kind: keychain.ErrDenied}
+	return &Error{SDK: kserrors.StatusProviderAuthenticationError, Field: field, Msg: fmt.Sprintf(format, args...), Kind: keychain.ErrDenied, Backend: backendName}
 }
 
 func accessDataErr(field, format string, args ...any) *Error {
-	return &Error{SDK: kserrors.StatusInvalidKeyAccessData, Field: field, Msg: fmt.Sprintf(format, args...)}
+	return &Error{SDK: kserrors.StatusInvalidKeyAccessData, Field: field, Msg: fmt.Sprintf(format, args...), Backend: backendName}
 }
 
 func invalidArg(field, format string, args ...any) *Error {
@@ -74,7 +41,7 @@ func invalidArg(field, format string, args ...any) *Error {
 }
 
 func notFound(mount, name string) *Error {
-	return &Error{SDK: kserrors.StatusKeyNotFound, Field: "keyId", Kind: keychain.ErrKeyNotFound,
+	return &Error{SDK: kserrors.StatusKeyNotFound, Field: "keyId", Kind: keychain.ErrKeyNotFound, Backend: backendName,
 		Msg: fmt.Sprintf("transit key %q does not exist in mount %s", name, mount)}
 }
 
@@ -138,7 +105,7 @@ func mapBao(ctx context.Context, op string, err error) *Error {
 			lm := strings.ToLower(msg)
 			switch {
 			case strings.Contains(lm, "key not found"):
-				return &Error{SDK: kserrors.StatusKeyNotFound, Field: "keyId", Kind: keychain.ErrKeyNotFound, Msg: op + ": " + trunc(msg)}
+				return &Error{SDK: kserrors.StatusKeyNotFound, Field: "keyId", Kind: keychain.ErrKeyNotFound, Backend: backendName, Msg: op + ": " + trunc(msg)}
 			case strings.Contains(lm, "message authentication failed") || strings.Contains(lm, "invalid ciphertext") || strings.Contains(lm, "unable to decrypt"):
 				return &Error{Code: codes.InvalidArgument, Field: "ciphertext", Kind: keychain.ErrIntegrity, Msg: op + ": wrapped key does not authenticate under this key and aad"}
 			case strings.Contains(lm, "no handler for route") || strings.Contains(lm, "unsupported path"):

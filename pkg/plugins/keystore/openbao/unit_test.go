@@ -287,3 +287,34 @@ func TestUninitialisedServer(t *testing.T) {
 		t.Fatalf("Health = %v", err)
 	}
 }
+
+func TestSessionPerAccountRole(t *testing.T) {
+	cfg, err := ParseConfig("auth: {method: kubernetes, role: apeiro-cmk}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBackend(cfg)
+	bind := func(role string) *binding {
+		bd, err := b.bind(structOf(map[string]any{"tenant": "acme", "openBaoRole": role}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bd
+	}
+	if b.sessionFor(bind("")) != b.sess || b.sessionFor(bind("apeiro-cmk")) != b.sess {
+		t.Fatal("no role / the platform role must use the platform session")
+	}
+	s1, s2 := b.sessionFor(bind("tenant-acme")), b.sessionFor(bind("tenant-acme"))
+	if s1 == b.sess || s1 != s2 || s1.cfg.Auth.Role != "tenant-acme" || cfg.Auth.Role != "apeiro-cmk" {
+		t.Fatal("an Account role must get its own, reused session without changing the platform configuration")
+	}
+	if _, err := b.bind(structOf(map[string]any{"tenant": "acme", "openBaoRole": "../x"})); status.Code(grpcErr(err)) != codes.InvalidArgument {
+		t.Fatalf("hostile role: %v", err)
+	}
+	// AppRole has no per-Account role: always the platform session.
+	cfg2, _ := ParseConfig("auth: {method: approle, roleId: r, secretIdFile: /s}")
+	b2 := newBackend(cfg2)
+	if bd, _ := b2.bind(structOf(map[string]any{"tenant": "acme", "openBaoRole": "x"})); b2.sessionFor(bd) != b2.sess {
+		t.Fatal("approle must use the platform session")
+	}
+}

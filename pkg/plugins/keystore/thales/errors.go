@@ -6,13 +6,12 @@ import (
 	"fmt"
 
 	"github.com/miekg/pkcs11"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	kserrors "github.com/openkcm/plugin-sdk/pkg/plugin/keystore/errors"
 
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreerr"
 )
 
 const (
@@ -26,86 +25,20 @@ var (
 	errDeniedKind      = keychain.ErrDenied
 )
 
-// Error is what every operation returns: at the gRPC boundary the exact SDK keystore status where CMK maps the
-// case (with the precise reason in an ErrorInfo detail), else its own code; in Go the precise message wrapping the
-// keychain sentinel (ErrKeyNotFound, ErrDenied, …).
-type Error struct {
-	SDK   *status.Status
-	Code  codes.Code
-	Field string
-	Msg   string
-	Kind  error
-	Cause error
-}
+// Error is what every operation of the plugin returns (see package keystoreerr).
+type Error = keystoreerr.Error
 
-func (e *Error) Error() string { return e.Msg }
+// errs builds this backend's errors; the short names below keep call sites readable.
+const errs = keystoreerr.Backend("thales")
 
-// Unwrap exposes the sentinel and the cause.
-func (e *Error) Unwrap() []error {
-	var out []error
-	if e.Kind != nil {
-		out = append(out, e.Kind)
-	}
-	if e.Cause != nil {
-		out = append(out, e.Cause)
-	}
-	return out
-}
-
-// GRPCStatus renders the error at the gRPC boundary.
-func (e *Error) GRPCStatus() *status.Status {
-	if e.SDK == nil {
-		return status.New(e.Code, e.Msg)
-	}
-	md := map[string]string{"detail": e.Msg}
-	if e.Field != "" {
-		md["field"] = e.Field
-	}
-	reason := "KEYSTORE_THALES"
-	if e.SDK.Code() == codes.InvalidArgument && e.SDK.Message() == kserrors.StatusInvalidKeyAccessData.Message() {
-		reason = kserrors.ReasonMissingFields
-	}
-	st, err := e.SDK.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "keystore-thales.apeiro.io", Metadata: md})
-	if err != nil {
-		return e.SDK
-	}
-	return st
-}
-
-func authErr(field, format string, args ...any) *Error {
-	return &Error{SDK: kserrors.StatusProviderAuthenticationError, Field: field, Msg: fmt.Sprintf(format, args...), Kind: keychain.ErrDenied}
-}
-
-func accessDataErr(field, format string, args ...any) *Error {
-	return &Error{SDK: kserrors.StatusInvalidKeyAccessData, Field: field, Msg: fmt.Sprintf(format, args...), Kind: keychain.ErrDenied}
-}
-
-func invalidArg(field, format string, args ...any) *Error {
-	return &Error{Code: codes.InvalidArgument, Field: field, Msg: fmt.Sprintf(format, args...)}
-}
-
-func notFound(format string, args ...any) *Error {
-	return &Error{SDK: kserrors.StatusKeyNotFound, Field: "keyId", Msg: fmt.Sprintf(format, args...), Kind: keychain.ErrKeyNotFound}
-}
-
-func failedPrecondition(kind error, format string, args ...any) *Error {
-	return &Error{Code: codes.FailedPrecondition, Msg: fmt.Sprintf(format, args...), Kind: kind}
-}
-
-// grpcErr converts any error into one the gRPC boundary renders precisely.
-func grpcErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.GRPCStatus().Err()
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Internal, err.Error())
-}
+var (
+	authErr            = errs.Auth
+	accessDataErr      = errs.AccessData
+	invalidArg         = errs.InvalidArg
+	notFound           = errs.NotFound
+	failedPrecondition = errs.FailedPrecondition
+	grpcErr            = errs.GRPC
+)
 
 // mapP11 turns a PKCS#11 return value into an *Error. A wrong PIN is an authentication failure, never "key not
 // found"; a locked PIN, a missing or removed token and device errors are told apart.
