@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Runs every `Fuzz*` target in the module for a short time each (CI smoke fuzzing; run longer with FUZZTIME=10m).
+# Each package's instrumented test binary is built once (`go test -c -fuzz=.`) and then run once per target from the
+# package directory (so testdata/fuzz seed corpora are found): linking a binary per target used to dominate the time.
 set -euo pipefail
 fuzztime="${1:-5s}"
-mapfile -t files < <(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' || true)
-for f in "${files[@]}"; do
-	pkg="./$(dirname "$f")"
-	for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)' "$f" | awk '{print $2}'); do
-		echo ">> fuzz $pkg $target ($fuzztime)"
-		go test -run "^$" -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 2s "$pkg"
+root="$(pwd)"
+module="$(go list -m)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cachedir="$(go env GOCACHE)/fuzz"
+mapfile -t pkgs < <(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 dirname | sort -u)
+for dir in "${pkgs[@]}"; do
+	bin="$work/$(echo "$dir" | tr '/' '_').test"
+	echo ">> building the fuzz binary of ./$dir"
+	go test -c -fuzz=. -o "$bin" "./$dir"
+	for target in $(cat "$dir"/*_test.go | grep -oE '^func (Fuzz[A-Za-z0-9_]+)' | awk '{print $2}' | sort -u); do
+		echo ">> fuzz ./$dir $target ($fuzztime)"
+		(cd "$root/$dir" && "$bin" -test.run='^$' -test.fuzz="^${target}\$" -test.fuzztime="$fuzztime" \
+			-test.fuzzminimizetime=2s -test.fuzzcachedir="$cachedir/$module/$dir")
 	done
 done

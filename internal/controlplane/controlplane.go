@@ -190,7 +190,7 @@ func (cp *ControlPlane) startOnce(ctx context.Context) error {
 		"--bind-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", apiPort),
 		// Loopback-only hosts have no default route to pick an advertise address from; 127.0.0.1 is only
-		// accepted with the endpoint reconciler off (docs: real-peers.md §1).
+		// accepted with the endpoint reconciler off.
 		"--advertise-address=127.0.0.1",
 		"--endpoint-reconciler-type=none",
 		"--tls-cert-file=" + filepath.Join(certDir, "apiserver.crt"),

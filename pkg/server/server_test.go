@@ -1,6 +1,6 @@
 package server_test
 
-// In-process tests of the real HTTPS server (../shared/docs/webhook-practices.md §4.3): a throw-away CA and serving
+// In-process tests of the real HTTPS server: a throw-away CA and serving
 // certificate in t.TempDir(), port 0, real TLS handshakes against 127.0.0.1.
 
 import (

@@ -1,6 +1,6 @@
 // Package admissiontest builds the fixtures the admission tests, fuzz targets and benchmarks share: a small tenant
 // world (hierarchy model plus a fake API server holding the same objects), AdmissionReview bodies, and a checker for
-// the AdmissionReview conformance rules the API server enforces (docs: ../shared/docs/webhook-practices.md §4.2).
+// the AdmissionReview conformance rules the API server enforces.
 //
 // World (every tenant owns a namespace of the same name, labelled cmk.apeiro.io/tenant, with an Account "main"):
 //

@@ -2,7 +2,7 @@
 // CertificateIssuerService plugins. Run loads any implementation through the
 // real plugin-sdk catalog — as an in-process builtin and as an external
 // go-plugin process — configures it from YAML and checks what CMK relies on
-// (openkcm-contract.md §e, CMK internal/manager/certificate.go):
+// (CMK internal/manager/certificate.go; docs/plugins.md):
 //
 //   - a CMK-shaped request (RSA 3072 key as PKCS#1 PEM, common_name =
 //     prefix+tenantID, locality = [region], validity {N, DAYS}) yields a PEM

@@ -5,7 +5,7 @@
 // APEIRO_PKI) and is also served as an external plugin binary by
 // cmd/plugins/certissuer-internalca.
 //
-// What CMK sends (openkcm-contract.md §e): common_name = <prefix><tenantID>,
+// What CMK sends (docs/plugins.md): common_name = <prefix><tenantID>,
 // locality = [landscape region], validity {N, DAYS}, and the tenant's RSA
 // 3072 private key as PKCS#1 PEM. The plugin signs a certificate for the
 // public half of that key:

@@ -2,7 +2,7 @@
 // IdentityManagementService plugins. Run loads any implementation through the
 // real plugin-sdk catalog — as an in-process builtin and as an external
 // go-plugin process — configures it from YAML and checks every RPC with the
-// semantics CMK relies on (openkcm-contract.md §e):
+// semantics CMK relies on (docs/plugins.md):
 //
 //   - GetUser / GetGroup of something that does not exist → gRPC NotFound
 //     (CMK shows "unknown user" / marks the group as not existing);

@@ -7,7 +7,7 @@
 // (bootstrap administrators, technical users, development and test
 // landscapes); a production IdP is reached through a different plugin.
 //
-// Semantics CMK relies on (openkcm-contract.md §e):
+// Semantics CMK relies on (docs/plugins.md):
 //   - a missing user or group is gRPC NotFound (CMK then shows "unknown user"
 //     or marks the group as not existing);
 //   - an empty user or group identifier is InvalidArgument;

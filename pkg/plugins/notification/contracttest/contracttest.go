@@ -2,7 +2,7 @@
 // plugins. Run loads any implementation through the real plugin-sdk catalog —
 // as an in-process builtin and as an external go-plugin process — configures
 // it from YAML and checks the delivery semantics CMK relies on
-// (openkcm-contract.md §e: CMK turns success=false into "failed to send
+// (docs/plugins.md: CMK turns success=false into "failed to send
 // notification: <message>"):
 //
 //   - a well-formed EMAIL (what CMK sends), TEXT and WEB notification is

@@ -14,7 +14,7 @@
 // webhook tokens live — and all but the last two characters of anything
 // else) and counted; the subject is capped at 256 bytes.
 //
-// Delivery semantics CMK relies on (openkcm-contract.md §e): an undeliverable
+// Delivery semantics CMK relies on (docs/plugins.md): an undeliverable
 // notification is success=false with a message, never a gRPC error —
 // unspecified or disabled type, no recipients, a blank or oversized
 // recipient, too many recipients, a body over maxBodyBytes, or a failed
