@@ -75,6 +75,16 @@ func pointAt(cc *admissionregistrationv1.WebhookClientConfig, baseURL string, ca
 }
 
 func readWebhookConfigurations(dir string) ([]client.Object, error) {
+	return readAdmissionObjects(dir, map[string]func() client.Object{
+		"ValidatingWebhookConfiguration": func() client.Object { return &admissionregistrationv1.ValidatingWebhookConfiguration{} },
+		"MutatingWebhookConfiguration":   func() client.Object { return &admissionregistrationv1.MutatingWebhookConfiguration{} },
+	})
+}
+
+// readAdmissionObjects returns the objects of the given admissionregistration.k8s.io/v1 kinds (kind → new empty
+// object) found in the YAML files directly under dir, in file-name order, strictly decoded; kustomization files and
+// other kinds are skipped, and a missing dir holds no objects.
+func readAdmissionObjects(dir string, kinds map[string]func() client.Object) ([]client.Object, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -84,13 +94,11 @@ func readWebhookConfigurations(dir string) ([]client.Object, error) {
 	}
 	var files []string
 	for _, e := range entries {
-		if e.IsDir() || !(strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+		n := e.Name()
+		if e.IsDir() || n == "kustomization.yaml" || n == "kustomization.yml" || !(strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml")) {
 			continue
 		}
-		if e.Name() == "kustomization.yaml" || e.Name() == "kustomization.yml" {
-			continue
-		}
-		files = append(files, filepath.Join(dir, e.Name()))
+		files = append(files, filepath.Join(dir, n))
 	}
 	sort.Strings(files)
 	var out []client.Object
@@ -104,15 +112,11 @@ func readWebhookConfigurations(dir string) ([]client.Object, error) {
 			if err := yaml.Unmarshal(doc, &tm); err != nil {
 				return nil, fmt.Errorf("%s: %w", f, err)
 			}
-			var obj client.Object
-			switch {
-			case tm.APIVersion == "admissionregistration.k8s.io/v1" && tm.Kind == "ValidatingWebhookConfiguration":
-				obj = &admissionregistrationv1.ValidatingWebhookConfiguration{}
-			case tm.APIVersion == "admissionregistration.k8s.io/v1" && tm.Kind == "MutatingWebhookConfiguration":
-				obj = &admissionregistrationv1.MutatingWebhookConfiguration{}
-			default:
+			newObj, ok := kinds[tm.Kind]
+			if tm.APIVersion != "admissionregistration.k8s.io/v1" || !ok {
 				continue
 			}
+			obj := newObj()
 			if err := yaml.UnmarshalStrict(doc, obj); err != nil {
 				return nil, fmt.Errorf("%s: %s: %w", f, tm.Kind, err)
 			}
