@@ -26,6 +26,8 @@ import (
 	commonv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/common/v1"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
 )
 
 const kindKeys = "keys"
@@ -554,12 +556,9 @@ func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operation
 	if strings.TrimSpace(req.GetNativeKeyId()) == "" {
 		return nil, missingFields("nativeKeyId")
 	}
-	var in map[string]map[string]any
-	if err := json.Unmarshal(req.GetAccessData(), &in); err != nil {
-		return nil, kserrors.NewGrpcErrorWithDetails(kserrors.StatusInvalidKeyAccessData, kserrors.ReasonCannotParseData, nil)
-	}
-	if len(in) == 0 {
-		return nil, missingFields("accessData")
+	in, err := keystoreconfig.DecodeCryptoAccessData(req.GetAccessData())
+	if err != nil {
+		return nil, err
 	}
 	out := make(map[string][]byte, len(in))
 	for region, v := range in {

@@ -18,6 +18,7 @@ import (
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keyversions"
 )
 
@@ -331,8 +332,6 @@ type CryptoAccessData struct {
 	Subject string `json:"subject,omitempty"`
 }
 
-const maxAccessDataBytes = 1 << 20
-
 // TransformCryptoAccessData maps CMK's region → access data JSON onto region → CryptoAccessData JSON.
 func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operationsv1.TransformCryptoAccessDataRequest) (*operationsv1.TransformCryptoAccessDataResponse, error) {
 	b := o.backend()
@@ -343,15 +342,9 @@ func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operation
 	if err := checkKeyName(id); err != nil {
 		return nil, grpcErr(err)
 	}
-	if len(req.GetAccessData()) > maxAccessDataBytes {
-		return nil, status.Errorf(codes.InvalidArgument, "access_data is larger than %d bytes", maxAccessDataBytes)
-	}
-	var in map[string]map[string]any
-	if err := json.Unmarshal(req.GetAccessData(), &in); err != nil {
-		return nil, kserrors.NewGrpcErrorWithDetails(kserrors.StatusInvalidKeyAccessData, kserrors.ReasonCannotParseData, nil)
-	}
-	if len(in) == 0 {
-		return nil, kserrors.NewGrpcErrorWithDetails(kserrors.StatusInvalidKeyAccessData, kserrors.ReasonMissingFields, map[string]string{"missingFields": "accessData"})
+	in, err := keystoreconfig.DecodeCryptoAccessData(req.GetAccessData())
+	if err != nil {
+		return nil, err
 	}
 	out := make(map[string][]byte, len(in))
 	for region, v := range in {

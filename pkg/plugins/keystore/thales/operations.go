@@ -22,6 +22,7 @@ import (
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keyversions"
 )
 
@@ -462,8 +463,6 @@ type CryptoAccessData struct {
 	Subject string `json:"subject,omitempty"`
 }
 
-const maxAccessDataBytes = 1 << 20
-
 // TransformCryptoAccessData turns CMK's JSON map region → access data into region → CryptoAccessData JSON, keyed
 // by exactly the input's regions.
 func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operationsv1.TransformCryptoAccessDataRequest) (*operationsv1.TransformCryptoAccessDataResponse, error) {
@@ -475,15 +474,9 @@ func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operation
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "native_key_id: %v", err)
 	}
-	if len(req.GetAccessData()) > maxAccessDataBytes {
-		return nil, status.Errorf(codes.InvalidArgument, "access_data is larger than %d bytes", maxAccessDataBytes)
-	}
-	var in map[string]map[string]any
-	if err := json.Unmarshal(req.GetAccessData(), &in); err != nil {
-		return nil, kserrors.NewGrpcErrorWithDetails(kserrors.StatusInvalidKeyAccessData, kserrors.ReasonCannotParseData, nil)
-	}
-	if len(in) == 0 {
-		return nil, kserrors.NewGrpcErrorWithDetails(kserrors.StatusInvalidKeyAccessData, kserrors.ReasonMissingFields, map[string]string{"missingFields": "accessData"})
+	in, err := keystoreconfig.DecodeCryptoAccessData(req.GetAccessData())
+	if err != nil {
+		return nil, err
 	}
 	out := make(map[string][]byte, len(in))
 	for region, v := range in {
