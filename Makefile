@@ -28,8 +28,8 @@ help: ## Show this help.
 
 ##@ Development
 .PHONY: run
-run: build plugins ## Start a local real control plane (etcd + kube-apiserver) with the webhook registered; Ctrl-C cleans up.
-	@KUBE_BIN="$$(bash hack/peers/build-kube.sh)" && exec $(BIN)/devstack --kube-bin "$$KUBE_BIN" --webhook-bin $(BIN)/webhook --root "$(CURDIR)"
+run: build plugins ## Start a local real control plane (etcd + kube-apiserver) with the webhook registered; Ctrl-C cleans up. KEYSTORES=openbao,thales also starts those keystores.
+	@KUBE_BIN="$$(bash hack/peers/build-kube.sh)" && exec $(BIN)/devstack --kube-bin "$$KUBE_BIN" --webhook-bin $(BIN)/webhook --root "$(CURDIR)" $(RUN_KEYSTORE_ARGS)
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code and CRD YAML (deploy/crds).

@@ -57,7 +57,10 @@ func setupIdentity(ctx context.Context, mgr manager.Manager, wh *server.Server, 
 		return err
 	}
 	// Every discovery and JWKS fetch goes through netguard: https only, public addresses only, bounded.
-	client := netguard.NewClient(netguard.ClientOptions{})
+	client := netguard.NewClient(netguard.ClientOptions{AllowLoopback: cfg.AllowLoopback})
+	if cfg.AllowLoopback {
+		log.Info("WARNING: identity config sets allowLoopback: the IdP may be reached on loopback addresses (tests and local development only)")
+	}
 	auth, sv, err := cfg.Build(ctx, client, o.tenantGroups, o.id.spiffeTimeout)
 	if err != nil {
 		return err
@@ -80,6 +83,9 @@ func setupIdentity(ctx context.Context, mgr manager.Manager, wh *server.Server, 
 			return errors.New("identity: workloadKeys needs the key chain")
 		}
 		h := &identity.WorkloadKeyHandler{SPIFFE: sv, Keys: identity.KubeKeyLookup{Reader: mgr.GetClient()}, Service: chain, Log: slogger}
+		if h.Components, err = componentVerifier(ctx, o); err != nil { // cmd/webhook/certs.go
+			return err
+		}
 		if err := addWorkloadKeyServer(mgr, cfg.WorkloadKeys.BindAddress, o, h); err != nil {
 			return err
 		}

@@ -16,6 +16,8 @@ import (
 	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
 	"github.com/apeirora/apeiro-cmk/pkg/kcp"
+	"github.com/apeirora/apeiro-cmk/pkg/kcp/kcpctrl"
+	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 	"github.com/apeirora/apeiro-cmk/pkg/server"
 )
 
@@ -44,8 +46,8 @@ func (k *kcpOptions) bind(fs *flag.FlagSet) {
 func (k *kcpOptions) enabled() bool { return k.kubeconfig != "" || k.inCluster }
 
 // runKCP serves admission from a kcp view: the same handlers and hierarchy model as on plain Kubernetes, fed by a
-// multi-cluster watch instead of namespace informers. L1 key probes and the key controllers are not wired in this
-// mode yet (the Account reconciler works per cluster).
+// multi-cluster watch instead of namespace informers, with the same key chain: L1 key probes on Account admission,
+// and the Account / ServiceEncryptionKey controllers for every workspace, driven by that one watch (pkg/kcp/kcpctrl).
 func runKCP(ctx context.Context, o options) error {
 	log := ctrl.Log.WithName("setup")
 	path := o.kcp.kubeconfig
@@ -59,7 +61,7 @@ func runKCP(ctx context.Context, o options) error {
 	model := hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth})
 	graph := kcp.NewGraph(kcp.Options{TenantsRoot: o.kcp.tenantsRoot, PlatformWorkspace: o.kcp.platformWorkspace,
 		MeshNamespace: o.kcp.meshNamespace, MeshName: o.kcp.meshName}, model)
-	watcher := kcp.NewWatcher(base, graph, kcp.WatcherOptions{ReportErrors: true, Log: ctrl.Log.WithName("kcp")})
+	wopts := kcp.WatcherOptions{ReportErrors: true, Log: ctrl.Log.WithName("kcp")}
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -76,18 +78,52 @@ func runKCP(ctx context.Context, o options) error {
 		WebhookServer:          whServer,
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr, TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = minTLS }}},
 		HealthProbeBindAddress: o.probeAddr,
+		PprofBindAddress:       pprofAddress(),
+		// The lease lives in the platform workspace; only the leader runs the controllers.
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "apeiro-cmk-account-status",
+		LeaderElectionNamespace:       o.leaderElectNS,
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
+	}
+	plugins, err := loadPlugins(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer plugins.Close()
+	keys, err := setupKeychain(ctx, mgr, o, plugins) // cmd/webhook/keychain.go
+	if err != nil {
+		return err
+	}
+	// The chain's own reads (by namespace/name) cannot say which workspace they mean; nothing in kcp mode needs
+	// them, and they must not silently read the platform workspace.
+	keys.Chain.Reader = kcp.NoClusterReader{}
+	ctrls, err := kcpctrl.New(kcpctrl.Options{Config: base, Graph: graph, Model: model, Chain: keys.Chain,
+		Prober: prober(keys), AccountInterval: o.kc.probeInterval, Log: ctrl.Log.WithName("kcp-controllers")})
+	if err != nil {
+		return err
+	}
+	wopts.OnAccount, wopts.OnKey = ctrls.OnAccount, ctrls.OnKey
+	live, err := kcp.NewLiveReader(base, graph.Options())
+	if err != nil {
+		return err
+	}
+	watcher := kcp.NewWatcher(base, graph, wopts)
+	if err := mgr.Add(ctrls); err != nil {
+		return err
 	}
 	var perms admission.Permissions = admission.RBACDelegated{}
 	if o.tenantGroups != "" {
 		perms = admission.TenantGroups{Prefix: o.tenantGroups, Bypass: splitList(o.bypassGroups), BypassUsers: splitList(o.bypassUsers)}
 	}
 	h := admission.NewHandlers(admission.Handlers{
-		// No live reads: the kcp view is the only source, and its watch is at most an event behind.
-		Dir:          &admission.Directory{Model: model, MaxDepth: o.maxDepth, Source: graph},
+		// Point reads go live on a model miss and for terminating checks (the workspace, or the Account in its
+		// logical cluster); lists come from the watch (pkg/kcp LiveReader).
+		Dir:          &admission.Directory{Model: model, MaxDepth: o.maxDepth, Source: graph, Live: admission.NewBatchedReader(live)},
 		Regions:      kcp.MeshPolicy{Graph: graph},
+		Keys:         keys.Admission,
 		Permissions:  perms,
 		ProbeTimeout: o.probeTimeout,
 		TrustDomains: splitList(o.trustDomains),
@@ -112,6 +148,14 @@ func runKCP(ctx context.Context, o options) error {
 		return err
 	}
 	log.Info("starting on kcp", "webhookPort", o.webhookPort, "server", base.Host, "tenantsRoot", graph.Options().TenantsRoot,
-		"platformWorkspace", graph.Options().PlatformWorkspace)
+		"platformWorkspace", graph.Options().PlatformWorkspace, "plugins", plugins.describe(), "keystores", keys.describe())
 	return mgr.Start(ctx)
+}
+
+// prober is the key chain's prober as an interface value (nil when no keystore is mapped, never a typed nil).
+func prober(k *keychainSetup) keychain.Prober {
+	if k.Prober == nil {
+		return nil
+	}
+	return k.Prober
 }

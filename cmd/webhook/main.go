@@ -53,6 +53,7 @@ type options struct {
 	id              identityOptions
 	certRenew       certRenewOptions
 	alerts          alertOptions
+	inUse           inUseOptions
 }
 
 func (o *options) bind(fs *flag.FlagSet) {
@@ -73,6 +74,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	o.id.bind(fs)
 	o.certRenew.bind(fs)
 	o.alerts.bind(fs)
+	o.inUse.bind(fs)
 	fs.StringVar(&o.trustDomains, "trust-domains", "", "Comma-separated SPIFFE trust domains allowed in workload identities (empty: any).")
 	fs.DurationVar(&o.probeTimeout, "key-probe-timeout", admission.DefaultProbeTimeout, "Budget of an L1 key probe on the admission path; slower keystores produce a warning, not a denial.")
 	fs.Int64Var(&o.maxBodyBytes, "max-request-bytes", admission.DefaultMaxBodyBytes, "Largest accepted AdmissionReview body.")
@@ -122,6 +124,7 @@ func run(ctx context.Context, o options) error {
 		WebhookServer:           whServer,
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr, TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = minTLS }}},
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        pprofAddress(), // cmd/webhook/perf.go; empty: off
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "apeiro-cmk-account-status",
 		LeaderElectionNamespace: o.leaderElectNS,
@@ -129,12 +132,14 @@ func run(ctx context.Context, o options) error {
 		LeaderElectionReleaseOnCancel: true,
 		// Each kind is cut down to what the checks read as it enters the cache (memory is bounded per object).
 		Cache: admission.CacheOptions(),
+		// Accounts are cached metadata only; typed reads of one Account go to the API server.
+		Client: admission.ClientOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	dir := &admission.Directory{Model: hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth}), Cached: mgr.GetClient(), Live: mgr.GetAPIReader(), MaxDepth: o.maxDepth}
+	dir := &admission.Directory{Model: hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth}), Cached: mgr.GetClient(), Live: liveReader(mgr.GetAPIReader()), MaxDepth: o.maxDepth}
 	modelSynced, err := admission.Sync(ctx, mgr.GetCache(), dir)
 	if err != nil {
 		return err
@@ -165,6 +170,9 @@ func run(ctx context.Context, o options) error {
 		ProbeTimeout: o.probeTimeout,
 		TrustDomains: splitList(o.trustDomains),
 	})
+	if err := setupInUse(mgr, o, dir, h); err != nil { // cmd/webhook/inuse.go
+		return err
+	}
 	admission.Register(whServer, h, admission.Limits{MaxBodyBytes: o.maxBodyBytes})
 	if err := setupIdentity(ctx, mgr, whServer, o, keys.Chain); err != nil { // cmd/webhook/identity.go
 		return err

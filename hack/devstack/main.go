@@ -119,7 +119,13 @@ func run() error {
 			fmt.Fprintf(os.Stderr, "devstack: WARNING: %v\n", err)
 		}
 	}
+	ksNotes, stopKeystores, err := startKeystores(ctx, s, workDir, kubeconfig) // make run KEYSTORES=openbao,thales
+	defer stopKeystores()
+	if err != nil {
+		return err
+	}
 	printTry(rootAbs, s.Kubectl(), s)
+	printKeystores(ksNotes, s.Kubectl())
 
 	select {
 	case <-ctx.Done():

@@ -82,7 +82,9 @@ func run(ctx context.Context, kcpBin, webhookBin, root string) error {
 		"--kcp-kubeconfig=" + s.Kubeconfig, "--kcp-context=" + kcpserver.AdminContext, "--cert-dir=" + certDir, "--webhook-host=127.0.0.1",
 		fmt.Sprintf("--webhook-port=%d", ports[0]), fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", ports[1]),
 		"--health-probe-bind-address=" + health, "--tenant-admin-group-prefix=",
-	}, filepath.Join(work, "webhook.log"))
+	}, filepath.Join(work, "webhook.log"),
+		// The embedded local keystore (probes, L1 keys, wrapping) keeps its keys in the work directory.
+		"APEIRO_LOCAL_KEYSTORE_DIR="+filepath.Join(work, "keystore-local"))
 	if err != nil {
 		return err
 	}

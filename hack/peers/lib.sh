@@ -32,7 +32,9 @@ peer_begin() {
 	rm -rf "$PEER_TMP"
 	mkdir -p "$PEER_TMP"
 	PEER_START=$(date +%s)
-	( while sleep 60; do echo "   ... still building $PEER_NAME ($(( $(date +%s) - PEER_START ))s)" >&2; done ) &
+	# The heartbeat writes to stderr only and must not hold stdout: `$(build-<peer>.sh)` waits until every holder of
+	# stdout exits, and a sleeping heartbeat would delay it by up to a minute after the build.
+	( while sleep 60; do echo "   ... still building $PEER_NAME ($(( $(date +%s) - PEER_START ))s)"; done ) >&2 &
 	PEER_HEARTBEAT=$!
 	trap 'kill $PEER_HEARTBEAT 2>/dev/null || true; rm -rf "$PEER_TMP"' EXIT
 }

@@ -49,6 +49,12 @@ type Options struct {
 	StartTimeout time.Duration
 	// StopGrace is the SIGTERM→SIGKILL grace for every process (default 10s).
 	StopGrace time.Duration
+	// APIServerArgs are appended to kube-apiserver's flags.
+	APIServerArgs []string
+	// TokenReviewWebhook makes the API server authenticate bearer tokens through the webhook's /tokenreview
+	// (start the webhook with --identity-config); the webhook's port and CA are then fixed up front
+	// (tokenwebhook.go).
+	TokenReviewWebhook bool
 }
 
 // Stack is a running control plane with the webhook registered.
@@ -76,6 +82,8 @@ type Stack struct {
 	webhookConfigs []client.Object
 	// baseArgs/baseEnv: the webhook's settings before the first RestartWebhook (restart.go).
 	baseArgs, baseEnv []string
+	// tw is set with Options.TokenReviewWebhook (tokenwebhook.go).
+	tw *tokenWebhook
 }
 
 // Timing of one bring-up step.
@@ -129,9 +137,13 @@ func Up(ctx context.Context, opts Options) (_ *Stack, err error) {
 		step = time.Now()
 	}
 
+	twArgs, err := s.prepareTokenWebhook()
+	if err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
 	s.ControlPlane, err = controlplane.Start(ctx, controlplane.Config{
 		BinDir: opts.KubeBin, WorkDir: opts.WorkDir, StartTimeout: opts.StartTimeout, StopGrace: opts.StopGrace,
-		Progress: opts.Progress,
+		Progress: opts.Progress, ExtraAPIServerArgs: append(append([]string{}, opts.APIServerArgs...), twArgs...),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devstack: %w", err)
@@ -184,7 +196,7 @@ func (s *Stack) startWebhook(ctx context.Context) error {
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return err
 	}
-	ca, err := controlplane.NewCA("apeiro-cmk-webhook-dev-ca", 7*24*time.Hour)
+	ca, err := s.webhookCA()
 	if err != nil {
 		return err
 	}
@@ -202,7 +214,7 @@ func (s *Stack) startWebhook(ctx context.Context) error {
 
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
-		ports, err := controlplane.FreePorts(3)
+		ports, err := s.webhookPorts()
 		if err != nil {
 			return err
 		}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
@@ -19,60 +21,34 @@ import (
 // exists. Its region is the keystore's own (e.g. an AWS region), not a Platform Mesh region, so the region policy
 // does not apply; deletes are refused while ServiceEncryptionKeys still use the Account.
 func (h *Handlers) ValidateAccount(ctx context.Context, req admission.Request) admission.Response {
-	if r := expectKind(req, cmkv1.GroupVersion.Group, "Account"); r != nil {
-		return *r
-	}
-	if req.Operation == admissionv1.Delete {
-		key := h.Dir.accountKey(ctx, hierarchy.AccountKey{Namespace: req.Namespace, Name: req.Name})
-		owner, err := h.Dir.TenantOfNamespace(ctx, req.Namespace)
-		switch {
-		case err == nil:
-			if r := h.authorize(ctx, req, "Account", req.Name, owner, ActionDelete); r != nil {
-				return *r
+	r, resp := validateOwned(ctx, h, req, "Account", func() *cmkv1.Account { return &cmkv1.Account{} }, ownedHooks[*cmkv1.Account]{
+		onDelete: func(ctx context.Context) admission.Response { return h.validateAccountDelete(ctx, req) },
+		early: func(ctx context.Context, a, old *cmkv1.Account) *admission.Response {
+			if !lastFinalizerRemoved(old, a) {
+				return nil
 			}
-		case !errors.Is(err, ErrNoTenant):
-			return errored(http.StatusInternalServerError, "resolving the owner of namespace %q: %v", req.Namespace, err)
-		}
-		return h.accountDeleteChecks(ctx, key)
+			resp := h.accountDeleteChecks(ctx, h.Dir.accountKey(ctx, hierarchy.AccountKey{Namespace: req.Namespace, Name: a.Name}))
+			return &resp
+		},
+	})
+	if resp != nil {
+		return *resp
 	}
-	if !isWrite(req.Operation) {
-		return admission.Allowed("")
-	}
-	var a cmkv1.Account
-	if err := decode(req.Object.Raw, &a); err != nil {
-		return badRequest("Account: %v", err)
-	}
-	var old *cmkv1.Account
-	if req.Operation == admissionv1.Update {
-		old = &cmkv1.Account{}
-		if err := decode(req.OldObject.Raw, old); err != nil {
-			return badRequest("Account (old object): %v", err)
-		}
-		if lastFinalizerRemoved(old, &a) {
-			return h.accountDeleteChecks(ctx, hierarchy.AccountKey{Namespace: req.Namespace, Name: a.Name})
-		}
-	}
-	_, r := h.ownedWrite(ctx, req, "Account", a.Name, a.Labels)
-	if r != nil {
-		return *r
-	}
-	var errs []FieldError
+	ctx, a, old := r.ctx, r.obj, r.old
+	var errs field.ErrorList
 	if a.Spec.Auth != nil && a.Spec.Keystore == cmkv1.KeystoreAWS && a.Spec.Auth.SecretRef != nil {
-		errs = append(errs, fieldErr("spec.auth.secretRef", RuleStaticCredentials, "aws Accounts authenticate with IRSA only; static credentials are refused"))
+		errs = append(errs, invalid("spec.auth.secretRef", RuleStaticCredentials, "aws Accounts authenticate with IRSA only; static credentials are refused"))
 	}
-	if old != nil {
+	if req.Operation == admissionv1.Update {
 		errs = append(errs, immutable("spec.keystore", string(old.Spec.Keystore), string(a.Spec.Keystore))...)
 		errs = append(errs, immutable("spec.keyRef", old.Spec.KeyRef, a.Spec.KeyRef)...)
 	}
 	if len(errs) > 0 {
-		return deny("Account", a.Name, errs...)
+		return denyErrs("Account", a.Name, errs)
 	}
 	var warnings []string
 	if req.Operation == admissionv1.Create && h.Keys != nil {
-		if req.DryRun != nil && *req.DryRun {
-			ctx = keychain.WithDryRun(ctx) // same verdict, but the prober caches nothing
-		}
-		if w, deny := h.probe(ctx, &a); deny != nil {
+		if w, deny := h.probe(ctx, a); deny != nil {
 			return *deny
 		} else if w != "" {
 			warnings = append(warnings, w)
@@ -81,13 +57,29 @@ func (h *Handlers) ValidateAccount(ctx context.Context, req admission.Request) a
 	return allowed(warnings...)
 }
 
+// validateAccountDelete checks the caller's permission on the owning tenant (when the namespace still has one) and
+// then that no ServiceEncryptionKey uses the Account.
+func (h *Handlers) validateAccountDelete(ctx context.Context, req admission.Request) admission.Response {
+	key := h.Dir.accountKey(ctx, hierarchy.AccountKey{Namespace: req.Namespace, Name: req.Name})
+	owner, err := h.Dir.TenantOfNamespace(ctx, req.Namespace)
+	switch {
+	case err == nil:
+		if r := h.authorize(ctx, req, "Account", req.Name, owner, ActionDelete); r != nil {
+			return *r
+		}
+	case !errors.Is(err, ErrNoTenant):
+		return errored(http.StatusInternalServerError, "resolving the owner of namespace %q: %v", req.Namespace, err)
+	}
+	return h.accountDeleteChecks(ctx, key)
+}
+
 // accountDeleteChecks refuses to let Account key go while ServiceEncryptionKeys still use it. It runs on the DELETE
 // and again on the UPDATE that removes the last finalizer of a terminating Account. The denial names only the keys
 // in namespaces of the Account's own tenant; keys of other tenants (descendants, shadows) are counted, never named.
 func (h *Handlers) accountDeleteChecks(ctx context.Context, key hierarchy.AccountKey) admission.Response {
 	modelErr := h.Dir.Model.ValidateAccountDelete(key)
 	if modelErr != nil {
-		if _, ok := ruleErr(modelErr, "metadata.name"); !ok {
+		if _, ok := fromRule(modelErr, "metadata.name"); !ok {
 			return errored(http.StatusInternalServerError, "validating delete: %v", modelErr)
 		}
 	}
@@ -105,7 +97,7 @@ func (h *Handlers) accountDeleteChecks(ctx context.Context, key hierarchy.Accoun
 	if n > 0 {
 		desc = countKeys(own, others)
 	}
-	return deny("Account", key.Name, fieldErr("metadata.name", hierarchy.RuleAccountInUse,
+	return denyOne("Account", key.Name, invalid("metadata.name", hierarchy.RuleAccountInUse,
 		"account %q is still referenced by %s; delete them first", key.String(), desc))
 }
 
@@ -147,18 +139,20 @@ func (h *Handlers) probe(ctx context.Context, a *cmkv1.Account) (string, *admiss
 	case err == nil:
 		return "", nil
 	case errors.Is(err, ErrKeyNotFound):
-		r := deny("Account", a.Name, fieldErr("spec.keyRef", RuleKeyNotFound,
+		r := denyOne("Account", a.Name, invalid("spec.keyRef", RuleKeyNotFound,
 			"L1 key %q does not exist in keystore %q", truncate(a.Spec.KeyRef), a.Spec.Keystore))
 		return "", &r
 	case errors.Is(err, keychain.ErrTenantBinding):
 		// The keystore refused this Account's own role or key for its tenant (e.g. another tenant's IAM role): a
 		// verdict about the Account, not an outage, so it denies like a missing key.
-		r := deny("Account", a.Name, fieldErr("spec", RuleTenantBinding,
+		r := denyOne("Account", a.Name, invalid("spec", RuleTenantBinding,
 			"keystore %q refused the Account's credentials for its tenant: %s", a.Spec.Keystore, truncateMsg(err.Error())))
 		return "", &r
 	default:
-		return fmt.Sprintf("L1 key %q could not be verified yet (%s); the Account stays not Ready until it answers",
-			truncate(a.Spec.KeyRef), shortErr(err)), nil
+		// The cause comes first: the API server's guidance keeps warnings short (allowed cuts them at 120
+		// characters), and a key reference such as a KMS ARN would otherwise push the cause out.
+		return fmt.Sprintf("L1 key not verified yet (%s); the Account stays not Ready until it answers: %s",
+			shortErr(err), truncate(a.Spec.KeyRef)), nil
 	}
 }
 
@@ -166,9 +160,14 @@ func shortErr(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "keystore did not answer in time"
 	}
+	// Wrapped errors end with their root cause ("…: dial tcp …: connection refused"), so a long one keeps its tail.
 	s := err.Error()
 	if len(s) > 60 {
-		s = s[:57] + "..."
+		cut := len(s) - 57
+		for cut < len(s) && !utf8.RuneStart(s[cut]) {
+			cut++
+		}
+		s = "..." + s[cut:]
 	}
 	return s
 }

@@ -136,7 +136,7 @@ func (d *Directory) EnsureTenant(ctx context.Context, id string) error {
 				return fmt.Errorf("reading tenant %q: %w", id, err)
 			}
 			t = TenantFromObject(&obj)
-			d.remember(tenantKey(id), start, func() { d.Model.UpsertTenant(t) })
+			d.rememberLive(ctx, tenantKey(id), start, func() { d.Model.UpsertTenant(t) }, func() bool { _, ok := d.Model.Tenant(id); return ok }) // liveness.go: no model writes on dry runs
 		}
 		if t.ShadowOf != "" {
 			id = t.ShadowOf
@@ -164,7 +164,7 @@ func (d *Directory) EnsureAccount(ctx context.Context, key hierarchy.AccountKey)
 		if owner == "" {
 			return nil // an unowned account (written while the webhook was down) is never referencable
 		}
-		d.remember(accountKey(key), start, func() { d.Model.UpsertAccount(key, owner) })
+		d.rememberLive(ctx, accountKey(key), start, func() { d.Model.UpsertAccount(key, owner) }, func() bool { _, ok := d.Model.AccountOwner(key); return ok })
 	}
 	if owner == "" {
 		return nil

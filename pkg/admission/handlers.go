@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
-	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
 )
 
 // Handlers holds the dependencies of every admission handler. Zero-value policy fields get working defaults in
@@ -27,6 +26,9 @@ type Handlers struct {
 	ProbeTimeout time.Duration
 	// TrustDomains, when non-empty, restricts workload identities to these SPIFFE trust domains.
 	TrustDomains []string
+	// InUseFinalizer, when set, is added to every Tenant and Account at create (pkg/controllers/inuse owns it and
+	// must run whenever this is set, or such objects can never be deleted).
+	InUseFinalizer string
 }
 
 // DefaultProbeTimeout keeps a key probe well inside the validating webhook's 5 s timeout.
@@ -71,7 +73,7 @@ func expectKind(req admission.Request, group, kind string) *admission.Response {
 func (h *Handlers) ownerFor(ctx context.Context, kind, namespace, name string, labels map[string]string, mutating bool) (string, *admission.Response) {
 	owner, err := h.Dir.TenantOfNamespace(ctx, namespace)
 	if errors.Is(err, ErrNoTenant) {
-		r := deny(kind, name, fieldErr("metadata.namespace", RuleNSUnassigned,
+		r := denyOne(kind, name, invalid("metadata.namespace", RuleNSUnassigned,
 			"namespace %q is not assigned to a tenant (label %s is missing on the namespace)", namespace, cmkv1.TenantLabel))
 		return "", &r
 	}
@@ -83,11 +85,11 @@ func (h *Handlers) ownerFor(ctx context.Context, kind, namespace, name string, l
 		got, ok := labels[cmkv1.TenantLabel]
 		switch {
 		case !ok:
-			r := deny(kind, name, fieldErr("metadata.labels["+cmkv1.TenantLabel+"]", RuleOwnerMissing,
+			r := denyOne(kind, name, invalid("metadata.labels["+cmkv1.TenantLabel+"]", RuleOwnerMissing,
 				"ownership label is missing (the mutating webhook stamps it; is it registered?)"))
 			return "", &r
 		case got != owner:
-			r := deny(kind, name, fieldErr("metadata.labels["+cmkv1.TenantLabel+"]", RuleOwnerMismatch,
+			r := denyOne(kind, name, invalid("metadata.labels["+cmkv1.TenantLabel+"]", RuleOwnerMismatch,
 				"value %q does not match tenant %q that owns namespace %q", got, owner, namespace))
 			return "", &r
 		}
@@ -121,7 +123,7 @@ func (h *Handlers) requireTenant(ctx context.Context, req admission.Request, kin
 		return &r
 	}
 	if _, ok := h.Dir.Model.Tenant(owner); !ok {
-		r := deny(kind, name, fieldErr("metadata.namespace", RuleTenantUnknown,
+		r := denyOne(kind, name, invalid("metadata.namespace", RuleTenantUnknown,
 			"tenant %q (from the namespace label) does not exist", owner))
 		return &r
 	}
@@ -135,11 +137,11 @@ func (h *Handlers) requireTenant(ctx context.Context, req admission.Request, kin
 	}
 	switch state {
 	case stateMissing:
-		r := deny(kind, name, fieldErr("metadata.namespace", RuleTenantUnknown,
+		r := denyOne(kind, name, invalid("metadata.namespace", RuleTenantUnknown,
 			"tenant %q (from the namespace label) does not exist", owner))
 		return &r
 	case stateTerminating:
-		r := deny(kind, name, fieldErr("metadata.namespace", RuleTerminating,
+		r := denyOne(kind, name, invalid("metadata.namespace", RuleTerminating,
 			"tenant %q (from the namespace label) is being deleted; no new objects may join it", owner))
 		return &r
 	}
@@ -150,25 +152,13 @@ func (h *Handlers) authorize(ctx context.Context, req admission.Request, kind, n
 	if err := h.Permissions.Authorize(ctx, req.UserInfo, tenant, kind, action); err != nil {
 		var pe *PolicyError
 		if errors.As(err, &pe) {
-			r := deny(kind, name, fieldErr(pe.Field, RulePermission, "%s", pe.Msg))
+			r := denyOne(kind, name, invalid(pe.Field, RulePermission, "%s", pe.Msg))
 			return &r
 		}
 		r := errored(http.StatusServiceUnavailable, "checking permissions: %v", err)
 		return &r
 	}
 	return nil
-}
-
-func ruleErr(err error, field string) (FieldError, bool) {
-	var re *hierarchy.RuleError
-	if errors.As(err, &re) {
-		f := re.Field
-		if f == "" {
-			f = field
-		}
-		return FieldError{Field: f, Rule: re.Rule, Msg: re.Msg}, true
-	}
-	return FieldError{}, false
 }
 
 // isWrite reports CREATE or UPDATE.

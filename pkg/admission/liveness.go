@@ -3,13 +3,16 @@ package admission
 import (
 	"context"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
+	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 )
 
 // Liveness of a referenced object, read from the API server rather than the informer-fed model: the model keeps a
@@ -34,8 +37,8 @@ func (d *Directory) LiveTenantState(ctx context.Context, id string) (objectState
 		}
 		return stateMissing, nil
 	}
-	var t cmkv1.Tenant
-	if err := d.Live.Get(ctx, client.ObjectKey{Name: id}, &t); err != nil {
+	t := liveMetadata("Tenant") // metadata only: livereads.go
+	if err := d.Live.Get(ctx, client.ObjectKey{Name: id}, t); err != nil {
 		if apierrors.IsNotFound(err) {
 			return stateMissing, nil
 		}
@@ -56,8 +59,8 @@ func (d *Directory) LiveAccountState(ctx context.Context, k hierarchy.AccountKey
 		}
 		return stateMissing, "", nil
 	}
-	var a cmkv1.Account
-	if err := d.Live.Get(ctx, client.ObjectKey{Namespace: k.Namespace, Name: k.Name}, &a); err != nil {
+	a := liveMetadata("Account")
+	if err := d.Live.Get(ctx, client.ObjectKey{Namespace: k.Namespace, Name: k.Name}, a); err != nil {
 		if apierrors.IsNotFound(err) {
 			return stateMissing, "", nil
 		}
@@ -97,4 +100,35 @@ func (d *Directory) LiveKeysByOwner(ctx context.Context, k hierarchy.AccountKey,
 		}
 	}
 	return own, others, nil
+}
+
+// dryRunInformerWait bounds how long a dry run waits for the informers to deliver an object it read live before it
+// fills the model itself.
+var dryRunInformerWait = 250 * time.Millisecond
+
+// withDryRun marks ctx when req is a dry run (keychain.WithDryRun is the one marker every dry-run-aware component
+// reads: the key prober caches nothing, the directory prefers the informers' copy to its own write).
+func withDryRun(ctx context.Context, req admission.Request) context.Context {
+	if req.DryRun != nil && *req.DryRun {
+		return keychain.WithDryRun(ctx)
+	}
+	return ctx
+}
+
+// rememberLive puts an object read live on a model miss into the model, so that the checks of this request (and
+// the next ones) see what the API server holds. A dry run prefers not to write: it first waits up to
+// dryRunInformerWait for the informers to deliver the object (they do within milliseconds: it exists, it was just
+// read) and fills the model itself only when they lag longer, with exactly what the informers are about to
+// deliver. Either way the request's own object is never written and the verdict is the one a real request gets.
+func (d *Directory) rememberLive(ctx context.Context, key string, readStart time.Time, insert func(), present func() bool) {
+	if keychain.IsDryRun(ctx) {
+		deadline := time.Now().Add(dryRunInformerWait)
+		for !present() && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if present() {
+			return
+		}
+	}
+	d.remember(key, readStart, insert)
 }

@@ -3,8 +3,10 @@ package admission
 import (
 	"context"
 	"net/http"
+	"slices"
 
 	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
@@ -38,6 +40,20 @@ func labelPatch(labels map[string]string, want map[string]string) []jsonpatch.Js
 	return ops
 }
 
+// finalizerPatch adds finalizer f on CREATE when it is set and missing. The in-use finalizer is stamped here (rather
+// than later by its controller) so that a Tenant or Account is protected from the moment it exists: a delete racing
+// with a dependent's create then only marks it terminating, and the in-use controller keeps it while anything
+// depends on it.
+func finalizerPatch(op admissionv1.Operation, finalizers []string, f string) []jsonpatch.JsonPatchOperation {
+	if f == "" || op != admissionv1.Create || slices.Contains(finalizers, f) {
+		return nil
+	}
+	if len(finalizers) == 0 {
+		return []jsonpatch.JsonPatchOperation{jsonpatch.NewOperation("add", "/metadata/finalizers", []string{f})}
+	}
+	return []jsonpatch.JsonPatchOperation{jsonpatch.NewOperation("add", "/metadata/finalizers/-", f)}
+}
+
 func patched(ops []jsonpatch.JsonPatchOperation) admission.Response {
 	if len(ops) == 0 {
 		return admission.Allowed("")
@@ -58,19 +74,21 @@ func (h *Handlers) MutateTenant(_ context.Context, req admission.Request) admiss
 	if err := decode(req.Object.Raw, &t); err != nil {
 		return badRequest("Tenant: %v", err)
 	}
-	return patched(labelPatch(t.Labels, map[string]string{
+	ops := labelPatch(t.Labels, map[string]string{
 		cmkv1.TenantLabel: t.Name,
 		ParentLabel:       t.Spec.Parent,
 		ShadowOfLabel:     t.Spec.ShadowOf,
-	}))
+	})
+	return patched(append(ops, finalizerPatch(req.Operation, t.Finalizers, h.InUseFinalizer)...))
 }
 
 // namespacedMeta is the part of a namespaced object the mutating handlers need.
 type namespacedMeta struct {
 	Metadata struct {
-		Name      string            `json:"name"`
-		Namespace string            `json:"namespace"`
-		Labels    map[string]string `json:"labels"`
+		Name       string            `json:"name"`
+		Namespace  string            `json:"namespace"`
+		Labels     map[string]string `json:"labels"`
+		Finalizers []string          `json:"finalizers"`
 	} `json:"metadata"`
 }
 
@@ -95,6 +113,9 @@ func (h *Handlers) mutateOwned(ctx context.Context, req admission.Request, kind 
 		return *r
 	}
 	ops := labelPatch(m.Metadata.Labels, map[string]string{cmkv1.TenantLabel: owner})
+	if kind == "Account" {
+		ops = append(ops, finalizerPatch(req.Operation, m.Metadata.Finalizers, h.InUseFinalizer)...)
+	}
 	if extra != nil {
 		more, err := extra(req.Object.Raw)
 		if err != nil {

@@ -56,7 +56,7 @@ func (h *Handlers) ValidateNamespace(ctx context.Context, req admission.Request)
 			return errored(http.StatusInternalServerError, "%v", err)
 		}
 		if len(kinds) > 0 {
-			return deny("Namespace", ns.Name, fieldErr(field, RuleNamespaceOccupied,
+			return denyOne("Namespace", ns.Name, invalid(field, RuleNamespaceOccupied,
 				"namespace %q is assigned to tenant %q and still holds %s; a namespace keeps its tenant while it holds any (delete them first, or use a new namespace)",
 				ns.Name, oldTenant, strings.Join(kinds, " and ")))
 		}
@@ -68,9 +68,9 @@ func (h *Handlers) ValidateNamespace(ctx context.Context, req admission.Request)
 		}
 		switch state {
 		case stateMissing:
-			return deny("Namespace", ns.Name, fieldErr(field, RuleTenantUnknown, "tenant %q does not exist", truncate(newTenant)))
+			return denyOne("Namespace", ns.Name, invalid(field, RuleTenantUnknown, "tenant %q does not exist", truncate(newTenant)))
 		case stateTerminating:
-			return deny("Namespace", ns.Name, fieldErr(field, RuleTerminating, "tenant %q is being deleted; no namespace may join it", newTenant))
+			return denyOne("Namespace", ns.Name, invalid(field, RuleTerminating, "tenant %q is being deleted; no namespace may join it", newTenant))
 		}
 	}
 	return allowed()

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
@@ -39,9 +40,9 @@ func (h *Handlers) ValidateOpenKCMTenant(ctx context.Context, req admission.Requ
 	if err := decode(req.Object.Raw, &t); err != nil {
 		return badRequest("Tenant: %v", err)
 	}
-	var errs []FieldError
+	var errs field.ErrorList
 	if t.Spec.Region == "" {
-		errs = append(errs, fieldErr("spec.region", RuleRegion, "is required"))
+		errs = append(errs, invalid("spec.region", RuleRegion, "is required"))
 	}
 	var aud []string
 	if p := t.Spec.OIDCProvider; p != nil {
@@ -54,11 +55,11 @@ func (h *Handlers) ValidateOpenKCMTenant(ctx context.Context, req admission.Requ
 			return *r
 		}
 		if fe != nil {
-			errs = append(errs, *fe)
+			errs = append(errs, fe)
 		}
 	}
 	if len(errs) > 0 {
-		return deny("Tenant", t.Metadata.Name, errs...)
+		return denyErrs("Tenant", t.Metadata.Name, errs)
 	}
 	return allowed()
 }

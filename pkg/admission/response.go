@@ -10,7 +10,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
-// FieldError is one rejected field. Rule is a stable rule identifier (docs/hierarchy.md, docs/admission.md).
+// FieldError is one rejected field as a denial renders it. Rule is a stable rule identifier (docs/hierarchy.md,
+// docs/admission.md). Handlers build field.Errors (fielderr.go); denyErrs turns them into these.
 type FieldError struct {
 	Field string
 	Rule  string
@@ -18,11 +19,6 @@ type FieldError struct {
 }
 
 func (e FieldError) Error() string { return e.Field + ": " + e.Msg }
-
-// fieldErr builds a FieldError with a formatted message.
-func fieldErr(field, rule, format string, args ...any) FieldError {
-	return FieldError{Field: field, Rule: rule, Msg: fmt.Sprintf(format, args...)}
-}
 
 // deny turns field errors into a denial the API server shows as
 // `admission webhook "<name>" denied the request: <kind> "<name>": <field>: <msg>; ...`.

@@ -529,7 +529,7 @@ func TestReviewAccount(t *testing.T) {
 		{name: "keystore error only warns", path: path,
 			opts: withProber(proberFunc(func(context.Context, *cmkv1.Account) error { return errors.New("connection refused") }), 0),
 			req:  accountReq("", eu, nil),
-			want: want{allowed: true, warn: "could not be verified yet (connection refused)"}},
+			want: want{allowed: true, warn: "L1 key not verified yet (connection refused)"}},
 		{name: "keystore slower than the probe budget only warns", path: path, opts: withProber(blockingProber, 50*time.Millisecond),
 			req:  accountReq("", eu, nil),
 			want: want{allowed: true, warn: "did not answer in time"}},

@@ -2,7 +2,8 @@ package admission
 
 // Admission rule IDs, carried in every denial's status.details.causes[].type as "FieldValueInvalid:<rule>". They are
 // stable: clients and dashboards key on them, and docs/admission.md lists each one with the check behind it. The
-// hierarchy rules (H-*) are declared in pkg/hierarchy.
+// hierarchy rules (H-*) are declared in pkg/hierarchy. TestRulesDocumented keeps this list and the table in
+// docs/admission.md equal.
 const (
 	RuleNSUnassigned      = "A-NS-UNASSIGNED"
 	RuleOwnerMissing      = "A-OWNER-MISSING"
@@ -23,5 +24,4 @@ const (
 	RuleAccountUnusable   = "A-ACCOUNT-UNUSABLE"
 	RuleTerminating       = "A-TERMINATING"
 	RuleNamespaceOccupied = "A-NS-OCCUPIED"
-	RuleAccountInUse      = "A-ACCOUNT-IN-USE"
 )

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
@@ -18,26 +19,13 @@ import (
 // hierarchy (itself, an ancestor, or a shadow of either; see docs/hierarchy.md). The binding is immutable and the
 // workload identities must be well-formed SPIFFE IDs.
 func (h *Handlers) ValidateServiceEncryptionKey(ctx context.Context, req admission.Request) admission.Response {
-	if r := expectKind(req, cmkv1.GroupVersion.Group, "ServiceEncryptionKey"); r != nil {
-		return *r
+	r, resp := validateOwned(ctx, h, req, "ServiceEncryptionKey", func() *cmkv1.ServiceEncryptionKey { return &cmkv1.ServiceEncryptionKey{} }, ownedHooks[*cmkv1.ServiceEncryptionKey]{})
+	if resp != nil {
+		return *resp
 	}
-	if !isWrite(req.Operation) {
-		return admission.Allowed("")
-	}
-	var k cmkv1.ServiceEncryptionKey
-	if err := decode(req.Object.Raw, &k); err != nil {
-		return badRequest("ServiceEncryptionKey: %v", err)
-	}
-	owner, r := h.ownedWrite(ctx, req, "ServiceEncryptionKey", k.Name, k.Labels)
-	if r != nil {
-		return *r
-	}
-	var errs []FieldError
-	if req.Operation == admissionv1.Update {
-		var old cmkv1.ServiceEncryptionKey
-		if err := decode(req.OldObject.Raw, &old); err != nil {
-			return badRequest("ServiceEncryptionKey (old object): %v", err)
-		}
+	ctx, k, owner := r.ctx, r.obj, r.owner
+	var errs field.ErrorList
+	if old := r.old; old != nil {
 		errs = append(errs, immutable("spec.accountRef.name", old.Spec.AccountRef.Name, k.Spec.AccountRef.Name)...)
 		if old.Spec.AccountRef.Namespace != "" {
 			errs = append(errs, immutable("spec.accountRef.namespace", old.Spec.AccountRef.Namespace, k.Spec.AccountRef.Namespace)...)
@@ -53,24 +41,24 @@ func (h *Handlers) ValidateServiceEncryptionKey(ctx context.Context, req admissi
 	// could outlive its Account.
 	switch got, ok := k.Labels[AccountRefLabel]; {
 	case !ok:
-		errs = append(errs, fieldErr("metadata.labels["+AccountRefLabel+"]", RuleLabelMissing,
+		errs = append(errs, invalid("metadata.labels["+AccountRefLabel+"]", RuleLabelMissing,
 			"is missing (the mutating webhook stamps it; is it registered?)"))
 	case got != AccountRefValue(key):
-		errs = append(errs, fieldErr("metadata.labels["+AccountRefLabel+"]", RuleLabelMismatch,
+		errs = append(errs, invalid("metadata.labels["+AccountRefLabel+"]", RuleLabelMismatch,
 			"value %q does not match spec.accountRef %s (%q)", truncate(got), key, AccountRefValue(key)))
 	}
 	if fe, r := h.checkAccountRef(ctx, owner, key, req.Operation == admissionv1.Create); r != nil {
 		return *r
 	} else if fe != nil {
-		errs = append(errs, *fe)
+		errs = append(errs, fe)
 	}
 	for i, id := range k.Spec.WorkloadIdentities {
 		if err := h.checkSPIFFEID(id); err != nil {
-			errs = append(errs, fieldErr(fmt.Sprintf("spec.workloadIdentities[%d]", i), RuleSPIFFEID, "%q: %v", truncate(id), err))
+			errs = append(errs, invalid(fmt.Sprintf("spec.workloadIdentities[%d]", i), RuleSPIFFEID, "%q: %v", truncate(id), err))
 		}
 	}
 	if len(errs) > 0 {
-		return deny("ServiceEncryptionKey", k.Name, errs...)
+		return denyErrs("ServiceEncryptionKey", k.Name, errs)
 	}
 	return allowed()
 }
@@ -80,8 +68,8 @@ func (h *Handlers) ValidateServiceEncryptionKey(ctx context.Context, req admissi
 // tenant must not learn from a denial, not even from a dry run, whether another tenant's Account exists or who owns
 // a namespace it cannot read. On create (a new reference) the Account is read live, so that a terminating Account,
 // which the model still holds until its finalizers are gone, is never given a new key.
-func (h *Handlers) checkAccountRef(ctx context.Context, owner string, key hierarchy.AccountKey, create bool) (*FieldError, *admission.Response) {
-	unusable := fieldErr("spec.accountRef", RuleAccountUnusable,
+func (h *Handlers) checkAccountRef(ctx context.Context, owner string, key hierarchy.AccountKey, create bool) (*field.Error, *admission.Response) {
+	unusable := invalid("spec.accountRef", RuleAccountUnusable,
 		"account %q is not found or not usable by tenant %q (it must exist, not be terminating, and belong to %q, an ancestor, or a shadow of either)",
 		truncate(key.String()), owner, owner)
 	key = h.Dir.accountKey(ctx, key) // the Source's model key (kcp: qualified by workspace); identity otherwise
@@ -92,7 +80,7 @@ func (h *Handlers) checkAccountRef(ctx context.Context, owner string, key hierar
 			return nil, &r
 		}
 		if state != stateLive {
-			return &unusable, nil
+			return unusable, nil
 		}
 	}
 	if err := h.Dir.EnsureAccount(ctx, key); err != nil {
@@ -100,11 +88,11 @@ func (h *Handlers) checkAccountRef(ctx context.Context, owner string, key hierar
 		return nil, &r
 	}
 	if err := h.Dir.Model.MayReferenceAccount(owner, key); err != nil {
-		if _, ok := ruleErr(err, "spec.accountRef"); !ok {
+		if _, ok := fromRule(err, "spec.accountRef"); !ok {
 			r := errored(http.StatusInternalServerError, "checking the account reference: %v", err)
 			return nil, &r
 		}
-		return &unusable, nil
+		return unusable, nil
 	}
 	return nil, nil
 }

@@ -12,10 +12,10 @@ import (
 	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
 )
 
-// Sync keeps the hierarchy model current from informers: Tenants, Accounts (owner = their ownership label) and
-// ServiceEncryptionKeys (which Account each one uses). The model tolerates out-of-order arrival. The returned func
-// reports whether every handler has seen its informer's initial list, i.e. the model is complete; gate readiness on
-// it so that no request is judged against a half-filled model after a start.
+// Sync keeps the hierarchy model current from informers: Tenants, Accounts (owner = their ownership label; watched
+// metadata only, see CacheOptions) and ServiceEncryptionKeys (which Account each one uses). The model tolerates
+// out-of-order arrival. The returned func reports whether every handler has seen its informer's initial list, i.e.
+// the model is complete; gate readiness on it so that no request is judged against a half-filled model after a start.
 func Sync(ctx context.Context, informers cache.Informers, d *Directory) (synced func() bool, err error) {
 	m := d.Model
 	var regs []toolscache.ResourceEventHandlerRegistration
@@ -52,7 +52,7 @@ func Sync(ctx context.Context, informers cache.Informers, d *Directory) (synced 
 		func(o client.Object) { d.forget(tenantKey(o.GetName()), func() { m.DeleteTenant(o.GetName()) }) }); err != nil {
 		return nil, err
 	}
-	if err := add(&cmkv1.Account{},
+	if err := add(AccountMetadata(),
 		func(o client.Object) {
 			k := hierarchy.AccountKey{Namespace: o.GetNamespace(), Name: o.GetName()}
 			if owner := o.GetLabels()[cmkv1.TenantLabel]; owner != "" {

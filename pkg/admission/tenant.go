@@ -9,9 +9,11 @@ import (
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
+	"github.com/apeirora/apeiro-cmk/pkg/hierarchy"
 	"github.com/apeirora/apeiro-cmk/pkg/netguard"
 )
 
@@ -21,6 +23,7 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 	if r := expectKind(req, cmkv1.GroupVersion.Group, "Tenant"); r != nil {
 		return *r
 	}
+	ctx = withDryRun(ctx, req) // a dry run writes nothing, not even into the model (liveness.go)
 	switch req.Operation {
 	case admissionv1.Delete:
 		return h.validateTenantDelete(ctx, req)
@@ -32,20 +35,21 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 	if err := decode(req.Object.Raw, &t); err != nil {
 		return badRequest("Tenant: %v", err)
 	}
-	var errs []FieldError
+	var errs field.ErrorList
+	var old *cmkv1.Tenant
 	if req.Operation == admissionv1.Update {
-		var old cmkv1.Tenant
-		if err := decode(req.OldObject.Raw, &old); err != nil {
+		old = &cmkv1.Tenant{}
+		if err := decode(req.OldObject.Raw, old); err != nil {
 			return badRequest("Tenant (old object): %v", err)
 		}
-		if lastFinalizerRemoved(&old, &t) {
+		if lastFinalizerRemoved(old, &t) {
 			return h.tenantDeleteChecks(ctx, t.Name)
 		}
 	}
 	derived := map[string]string{cmkv1.TenantLabel: t.Name, ParentLabel: t.Spec.Parent, ShadowOfLabel: t.Spec.ShadowOf}
 	for _, l := range sortedKeys(derived) {
 		if got, ok := t.Labels[l]; ok && got != derived[l] {
-			errs = append(errs, fieldErr("metadata.labels["+l+"]", RuleLabelMismatch, "value %q does not match the spec (%q)", got, derived[l]))
+			errs = append(errs, invalid("metadata.labels["+l+"]", RuleLabelMismatch, "value %q does not match the spec (%q)", got, derived[l]))
 		}
 	}
 	// The mutating webhook stamps the tenant label from the name; with generateName the name is only assigned after
@@ -55,7 +59,7 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 		if t.GenerateName != "" {
 			msg = "is missing: Tenants are named by their tenant ID, so metadata.generateName is not supported; set metadata.name"
 		}
-		errs = append(errs, fieldErr("metadata.labels["+cmkv1.TenantLabel+"]", RuleLabelMissing, "%s", msg))
+		errs = append(errs, invalid("metadata.labels["+cmkv1.TenantLabel+"]", RuleLabelMissing, "%s", msg))
 	}
 	// Attaching a tenant to a tree (on create; the fields are immutable afterwards) is a write into the parent's or
 	// shadow target's tree too: the new tenant inherits reference rights there. The caller must be allowed on both.
@@ -72,12 +76,7 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 		}
 	}
 
-	var old *cmkv1.Tenant
-	if req.Operation == admissionv1.Update {
-		old = &cmkv1.Tenant{} // decoded twice (above for the finalizer check); a Tenant is small
-		if err := decode(req.OldObject.Raw, old); err != nil {
-			return badRequest("Tenant (old object): %v", err)
-		}
+	if old != nil {
 		errs = append(errs, immutable("spec.type", string(old.Spec.Type), string(t.Spec.Type))...)
 		errs = append(errs, immutable("spec.parent", old.Spec.Parent, t.Spec.Parent)...)
 		errs = append(errs, immutable("spec.shadowOf", old.Spec.ShadowOf, t.Spec.ShadowOf)...)
@@ -96,11 +95,11 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 				return errored(http.StatusInternalServerError, "%v", err)
 			}
 			if state == stateTerminating {
-				errs = append(errs, fieldErr(ref.field, RuleTerminating, "tenant %q is being deleted; no tenant may attach to it", ref.id))
+				errs = append(errs, invalid(ref.field, RuleTerminating, "tenant %q is being deleted; no tenant may attach to it", ref.id))
 			}
 		}
 		if err := h.Dir.Model.ValidateTenant(TenantFromObject(&t)); err != nil {
-			fe, ok := ruleErr(err, "spec")
+			fe, ok := fromRule(err, "spec")
 			if !ok {
 				return errored(http.StatusInternalServerError, "validating hierarchy: %v", err)
 			}
@@ -117,11 +116,11 @@ func (h *Handlers) ValidateTenant(ctx context.Context, req admission.Request) ad
 		if fe, r := h.checkRegion(ctx, t.Spec.Region, aud); r != nil {
 			return *r
 		} else if fe != nil {
-			errs = append(errs, *fe)
+			errs = append(errs, fe)
 		}
 	}
 	if len(errs) > 0 {
-		return deny("Tenant", t.Name, errs...)
+		return denyErrs("Tenant", t.Name, errs)
 	}
 	return allowed()
 }
@@ -145,8 +144,8 @@ func (h *Handlers) validateTenantDelete(ctx context.Context, req admission.Reque
 // again on the UPDATE that removes the last finalizer of a terminating tenant.
 func (h *Handlers) tenantDeleteChecks(ctx context.Context, name string) admission.Response {
 	if err := h.Dir.Model.ValidateTenantDelete(name); err != nil {
-		if fe, ok := ruleErr(err, "metadata.name"); ok {
-			return deny("Tenant", name, fe)
+		if fe, ok := fromRule(err, "metadata.name"); ok {
+			return denyOne("Tenant", name, fe)
 		}
 		return errored(http.StatusInternalServerError, "validating delete: %v", err)
 	}
@@ -156,11 +155,11 @@ func (h *Handlers) tenantDeleteChecks(ctx context.Context, name string) admissio
 		return errored(http.StatusInternalServerError, "%v", err)
 	}
 	if len(children) > 0 {
-		return deny("Tenant", name, fieldErr("metadata.name", "H-DELETE-CHILDREN",
+		return denyOne("Tenant", name, invalid("metadata.name", hierarchy.RuleDeleteChildren,
 			"tenant %q still has children (%s)", name, strings.Join(children, ", ")))
 	}
 	if len(shadows) > 0 {
-		return deny("Tenant", name, fieldErr("metadata.name", "H-DELETE-SHADOWS",
+		return denyOne("Tenant", name, invalid("metadata.name", hierarchy.RuleDeleteShadows,
 			"tenant %q is still the target of shadows (%s)", name, strings.Join(shadows, ", ")))
 	}
 	namespaces, accounts, err := h.Dir.LiveAssigned(ctx, name, 5)
@@ -168,7 +167,7 @@ func (h *Handlers) tenantDeleteChecks(ctx context.Context, name string) admissio
 		return errored(http.StatusInternalServerError, "%v", err)
 	}
 	if len(namespaces) > 0 || len(accounts) > 0 {
-		return deny("Tenant", name, fieldErr("metadata.name", RuleTenantInUse,
+		return denyOne("Tenant", name, invalid("metadata.name", RuleTenantInUse,
 			"tenant %q still owns namespaces [%s] and accounts [%s]; remove the namespaces' %s label (and their accounts) first",
 			name, strings.Join(namespaces, ", "), strings.Join(accounts, ", "), cmkv1.TenantLabel))
 	}
@@ -177,15 +176,15 @@ func (h *Handlers) tenantDeleteChecks(ctx context.Context, name string) admissio
 
 // checkRegion asks the region policy; a definitive "no" is a field error, a failure to ask is an errored response
 // (the failure policy decides).
-func (h *Handlers) checkRegion(ctx context.Context, region string, aud []string) (*FieldError, *admission.Response) {
+func (h *Handlers) checkRegion(ctx context.Context, region string, aud []string) (*field.Error, *admission.Response) {
 	err := h.Regions.CheckRegion(ctx, region, aud)
 	if err == nil {
 		return nil, nil
 	}
 	var pe *PolicyError
 	if errors.As(err, &pe) {
-		fe := fieldErr(pe.Field, RuleRegion, "%s", pe.Msg)
-		return &fe, nil
+		fe := invalid(pe.Field, RuleRegion, "%s", pe.Msg)
+		return fe, nil
 	}
 	r := errored(http.StatusServiceUnavailable, "checking region %q: %v", region, err)
 	return nil, &r
@@ -193,27 +192,27 @@ func (h *Handlers) checkRegion(ctx context.Context, region string, aud []string)
 
 // checkOIDC validates a tenant's identity provider URLs: they are fetched by the identity plugin, so the same
 // outbound rules as for tenant webhooks apply.
-func checkOIDC(field, issuer, jwks string, audiences []string) []FieldError {
-	var errs []FieldError
+func checkOIDC(path, issuer, jwks string, audiences []string) field.ErrorList {
+	var errs field.ErrorList
 	if _, err := netguard.CheckURL(issuer); err != nil {
-		errs = append(errs, fieldErr(field+".issuer", RuleURL, "%q is refused: %v", truncate(issuer), err))
+		errs = append(errs, invalid(path+".issuer", RuleURL, "%q is refused: %v", truncate(issuer), err))
 	}
 	if _, err := netguard.CheckURL(jwks); err != nil {
-		errs = append(errs, fieldErr(field+".jwks_uri", RuleURL, "%q is refused: %v", truncate(jwks), err))
+		errs = append(errs, invalid(path+".jwks_uri", RuleURL, "%q is refused: %v", truncate(jwks), err))
 	}
 	for i, a := range audiences {
 		if a == "" || len(a) > 253 || strings.ContainsFunc(a, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-			errs = append(errs, fieldErr(fmt.Sprintf("%s.audiences[%d]", field, i), RuleAudience, "audience must be 1-253 printable ASCII characters without spaces"))
+			errs = append(errs, invalid(fmt.Sprintf("%s.audiences[%d]", path, i), RuleAudience, "audience must be 1-253 printable ASCII characters without spaces"))
 		}
 	}
 	return errs
 }
 
-func immutable(field, old, cur string) []FieldError {
+func immutable(path, old, cur string) field.ErrorList {
 	if old == cur {
 		return nil
 	}
-	return []FieldError{fieldErr(field, RuleImmutable, "is immutable (was %q, now %q)", truncate(old), truncate(cur))}
+	return field.ErrorList{invalid(path, RuleImmutable, "is immutable (was %q, now %q)", truncate(old), truncate(cur))}
 }
 
 // truncate keeps hostile values from bloating messages and logs.

@@ -12,22 +12,13 @@ import (
 // ValidateWebHookNotification checks ownership and that the target URL is safe to call from inside the platform
 // (https, public host; the alert plugin checks the resolved address again at dispatch time).
 func (h *Handlers) ValidateWebHookNotification(ctx context.Context, req admission.Request) admission.Response {
-	if r := expectKind(req, cmkv1.GroupVersion.Group, "WebHookNotification"); r != nil {
-		return *r
+	r, resp := validateOwned(ctx, h, req, "WebHookNotification", func() *cmkv1.WebHookNotification { return &cmkv1.WebHookNotification{} }, ownedHooks[*cmkv1.WebHookNotification]{})
+	if resp != nil {
+		return *resp
 	}
-	if !isWrite(req.Operation) {
-		return admission.Allowed("")
-	}
-	var w cmkv1.WebHookNotification
-	if err := decode(req.Object.Raw, &w); err != nil {
-		return badRequest("WebHookNotification: %v", err)
-	}
-	_, r := h.ownedWrite(ctx, req, "WebHookNotification", w.Name, w.Labels)
-	if r != nil {
-		return *r
-	}
+	w := r.obj
 	if _, err := netguard.CheckURL(w.Spec.URL); err != nil {
-		return deny("WebHookNotification", w.Name, fieldErr("spec.url", RuleURL, "%q is refused: %v", truncate(w.Spec.URL), err))
+		return denyOne("WebHookNotification", w.Name, invalid("spec.url", RuleURL, "%q is refused: %v", truncate(w.Spec.URL), err))
 	}
 	if w.Spec.SigningSecretRef == nil {
 		return allowed("spec.signingSecretRef is not set: deliveries will not be signed and receivers cannot verify them")

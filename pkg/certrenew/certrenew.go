@@ -78,6 +78,10 @@ type Renewer struct {
 	RetryMin, RetryMax time.Duration
 	// IssueTimeout bounds one issuance; default 2m.
 	IssueTimeout time.Duration
+	// RecheckEvery is the longest the loop waits before it looks at a target again, even when the certificate is not
+	// due: a deleted or damaged Secret or file is repaired within this time (deleting it is how an operator forces a
+	// renewal). Default 1m; each look is one read of the sink.
+	RecheckEvery time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Log receives one line per renewal or failure (nil: none).
@@ -96,6 +100,9 @@ func (r *Renewer) defaults() {
 	}
 	if r.IssueTimeout <= 0 {
 		r.IssueTimeout = 2 * time.Minute
+	}
+	if r.RecheckEvery <= 0 {
+		r.RecheckEvery = time.Minute
 	}
 	if r.Now == nil {
 		r.Now = time.Now
@@ -150,7 +157,7 @@ func (r *Renewer) loop(ctx context.Context, t Target) {
 	backoff := r.RetryMin
 	for {
 		next, err := r.Check(ctx, t)
-		wait := time.Until(next)
+		wait := min(time.Until(next), r.RecheckEvery)
 		if err != nil {
 			wait = backoff
 			backoff = min(2*backoff, r.RetryMax)

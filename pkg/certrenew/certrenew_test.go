@@ -341,10 +341,74 @@ func TestParseConfig(t *testing.T) {
 		"bad name":       strings.Replace(sampleConfig, "name: crypto-manager", "name: Crypto/Manager", 1),
 		"same key files": strings.Replace(sampleConfig, "key: /tmp/x/tls.key", "key: /tmp/x/tls.crt", 1),
 		"huge":           strings.Repeat("#", maxConfigBytes+1),
+		"recheck 0":      sampleConfig + "recheckInterval: 0s\n",
+		"recheck 2h":     sampleConfig + "recheckInterval: 2h\n",
+		"retry garbage":  sampleConfig + "retryInterval: soon\n",
+		"retry 1ms":      sampleConfig + "retryInterval: 1ms\n",
 	} {
 		if _, err := ParseConfig([]byte(bad)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestConfigIntervals(t *testing.T) {
+	c, err := ParseConfig([]byte(sampleConfig + "recheckInterval: 5s\nretryInterval: 2s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Renewer{}
+	c.Apply(r)
+	if r.RecheckEvery != 5*time.Second || r.RetryMin != 2*time.Second {
+		t.Fatalf("recheck %s retry %s", r.RecheckEvery, r.RetryMin)
+	}
+	c, _ = ParseConfig([]byte(sampleConfig))
+	r = &Renewer{Issuer: noIssuer{}}
+	c.Apply(r)
+	r.defaults()
+	if r.RecheckEvery != time.Minute || r.RetryMin != 10*time.Second {
+		t.Fatalf("defaults: recheck %s retry %s", r.RecheckEvery, r.RetryMin)
+	}
+}
+
+// TestRunRepairsDeletedPair: the loop looks again within RecheckEvery even though the certificate is far from due,
+// so deleting the stored pair (how an operator forces a renewal) gets a new certificate.
+func TestRunRepairsDeletedPair(t *testing.T) {
+	f := newFixture(t)
+	f.now = time.Now() // the issuer's clock; the loop's is real
+	f.r.Now = nil
+	f.r.RecheckEvery = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f.r.Run(ctx) }()
+	waitCalls := func(n int) {
+		t.Helper()
+		for ctx.Err() == nil {
+			f.issuer.mu.Lock()
+			c := f.issuer.calls
+			f.issuer.mu.Unlock()
+			if c >= n {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("issuer not called %d times", n)
+	}
+	waitCalls(1)
+	for ctx.Err() == nil {
+		if _, err := os.Stat(filepath.Join(f.dir, "tls.crt")); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := os.Remove(filepath.Join(f.dir, "tls.crt")); err != nil {
+		t.Fatal(err)
+	}
+	waitCalls(2)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -26,6 +26,8 @@ const maxConfigBytes = 64 << 10
 //	tenant: platform                # the tenant the components act for
 //	commonNamePrefix: cmk-          # CN = prefix + tenant (the issuer's tenantCNPrefix)
 //	eventNamespace: cmk             # for Events of file targets
+//	recheckInterval: 1m             # look at every target at least this often (repairs a deleted Secret); 1s..1h
+//	retryInterval: 10s              # first retry after a failure (doubles up to 10m); 1s..10m
 //	targets:
 //	  - name: crypto-manager
 //	    lifetime: 720h              # ≥ 1h; renewed after 2/3
@@ -40,6 +42,8 @@ type Config struct {
 	Tenant           string         `json:"tenant"`
 	CommonNamePrefix string         `json:"commonNamePrefix,omitempty"`
 	EventNamespace   string         `json:"eventNamespace,omitempty"`
+	RecheckInterval  string         `json:"recheckInterval,omitempty"`
+	RetryInterval    string         `json:"retryInterval,omitempty"`
 	Targets          []TargetConfig `json:"targets"`
 }
 
@@ -81,6 +85,17 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	if _, err := tenantid.Format(c.TrustDomain, c.Tenant); err != nil {
 		return nil, fmt.Errorf("certrenew: trustDomain/tenant: %w", err)
+	}
+	for _, d := range []struct {
+		name, v  string
+		min, max time.Duration
+	}{{"recheckInterval", c.RecheckInterval, time.Second, time.Hour}, {"retryInterval", c.RetryInterval, time.Second, 10 * time.Minute}} {
+		if d.v == "" {
+			continue
+		}
+		if v, err := time.ParseDuration(d.v); err != nil || v < d.min || v > d.max {
+			return nil, fmt.Errorf("certrenew: %s %q must be a duration in %s..%s", d.name, d.v, d.min, d.max)
+		}
 	}
 	if len(c.Targets) == 0 {
 		return nil, errors.New("certrenew: no targets")
@@ -132,3 +147,13 @@ func (c *Config) BuildTargets(cs kubernetes.Interface) ([]Target, error) {
 }
 
 type noIssuer struct{ Issuer }
+
+// Apply sets the loop's timing from the configuration (defaults where unset; ParseConfig has checked the values).
+func (c *Config) Apply(r *Renewer) {
+	if d, err := time.ParseDuration(c.RecheckInterval); err == nil {
+		r.RecheckEvery = d
+	}
+	if d, err := time.ParseDuration(c.RetryInterval); err == nil {
+		r.RetryMin = d
+	}
+}

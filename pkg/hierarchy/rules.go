@@ -108,7 +108,7 @@ func (m *Model) MayReference(keyOwner, accountOwner string) error {
 func (m *Model) MayReferenceAccount(keyOwner string, k AccountKey) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	o, ok := m.accounts[k]
+	o, ok := m.accounts[m.accountID(k)]
 	if !ok {
 		return ruleErr(RuleAccountUnknown, FieldAccountRef,
 			"account %q is not known to the hierarchy", k.String())

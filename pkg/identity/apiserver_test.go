@@ -33,21 +33,24 @@ import (
 	"github.com/apeirora/apeiro-cmk/internal/controlplane"
 	"github.com/apeirora/apeiro-cmk/internal/testpeers"
 	"github.com/apeirora/apeiro-cmk/pkg/admission"
+	"github.com/apeirora/apeiro-cmk/pkg/identity/identitytest"
 )
 
 // TestKubeAPIServerTokenWebhook configures a real kube-apiserver with the TokenReview handler as its
 // authentication webhook and authenticates a Platform Mesh user holding a real Hydra ID token: the API server's own
-// SelfSubjectReview reports the username, the role groups and the permissions extra.
+// SelfSubjectReview reports the username, the role groups and the permissions extra. It runs the handler in-process
+// (no webhook binary); test/e2e TestIdentityThroughAPIServer runs the same path through the webhook binary and its
+// real admission handlers.
 func TestKubeAPIServerTokenWebhook(t *testing.T) {
 	kubeBin := testpeers.Env(t, "KUBE_BIN", "run `make kube-bin` and export KUBE_BIN=$(bash hack/peers/build-kube.sh)")
-	h := startHydra(t)
+	h := identitytest.StartHydra(t)
 	roles, _ := NewRoleMap(RoleConfig{})
-	auth, err := New(Options{Platform: []IssuerConfig{{URL: h.issuer, Audiences: []string{"cmk-web", "cmk-web-2"}}}, Roles: roles, Client: h.client()})
+	auth, err := New(Options{Platform: []IssuerConfig{{URL: h.Issuer, Audiences: []string{"cmk-web", "cmk-web-2"}}}, Roles: roles, Client: h.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	idt := h.userIDToken(t, "cmk-web", "alice", []string{"acme:Admin", "globex:Viewer"})
-	bobTok := h.userIDToken(t, "cmk-web-2", "bob", []string{"acme:Viewer"})
+	idt := h.UserIDToken(t, "cmk-web", "alice", []string{"acme:Admin", "globex:Viewer"})
+	bobTok := h.UserIDToken(t, "cmk-web-2", "bob", []string{"acme:Viewer"})
 
 	// The TokenReview webhook over TLS with a throw-away CA.
 	ca, err := controlplane.NewCA("identity-webhook-ca", time.Hour)

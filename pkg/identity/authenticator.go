@@ -198,13 +198,13 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Princi
 	}
 	key := normalizeIssuer(iss)
 	if is, ok := a.platform[key]; ok && iss != "" {
-		return a.oidcUser(ctx, is, token, t)
+		return a.oidcUser(ctx, is, t)
 	}
 	a.mu.RLock()
 	is, ok := a.tenants[key]
 	a.mu.RUnlock()
 	if ok && iss != "" {
-		return a.oidcUser(ctx, is, token, t)
+		return a.oidcUser(ctx, is, t)
 	}
 	if strings.HasPrefix(sub, "spiffe://") && a.o.SPIFFE != nil {
 		w, err := a.o.SPIFFE.VerifyJWTSVID(token)
@@ -219,8 +219,8 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Princi
 	return nil, reject(ReasonInvalid, fmt.Errorf("issuer %q is not trusted", iss))
 }
 
-func (a *Authenticator) oidcUser(ctx context.Context, is *issuer, raw string, t *rawToken) (*Principal, error) {
-	tok, err := is.verify(ctx, raw, t)
+func (a *Authenticator) oidcUser(ctx context.Context, is *issuer, t *rawToken) (*Principal, error) {
+	tok, err := is.verify(ctx, t)
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrMalformed):

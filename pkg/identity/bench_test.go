@@ -66,12 +66,25 @@ func BenchmarkUnknownKidFlood(b *testing.B) {
 }
 
 // BenchmarkWorkloadKeyMTLS: workload key requests over mTLS (keep-alive connections, X.509-SVID verified per
-// request against the bundle, fake key service).
+// request against the bundle), with a fake key service and with the real key chain (local keystore wrapper,
+// KubeKeyLookup and the chain reading key, Secret and Account from an in-memory API).
 func BenchmarkWorkloadKeyMTLS(b *testing.B) {
+	b.Run("fake-keys", func(b *testing.B) {
+		keys := &fakeKeys{grants: map[string]*KeyGrant{"acme-ns/db-key": {Namespace: "acme-ns", Name: "db-key", Tenant: "acme", WorkloadIdentities: []string{benchWorkload}}}}
+		benchWorkloadKeys(b, keys, keys)
+	})
+	b.Run("keychain-local", func(b *testing.B) {
+		cw := newChainWorld(b, map[string][]string{"acme": {benchWorkload}})
+		benchWorkloadKeys(b, cw.lookup, cw.chain)
+	})
+}
+
+const benchWorkload = "spiffe://apeiro.test/tenant/acme/ns/payments/sa/api"
+
+func benchWorkloadKeys(b *testing.B, lookup KeyLookup, svc KeyService) {
 	good, _, v := newSPIFFEFixture(b)
-	id := "spiffe://apeiro.test/tenant/acme/ns/payments/sa/api"
-	keys := &fakeKeys{grants: map[string]*KeyGrant{"acme-ns/db-key": {Namespace: "acme-ns", Name: "db-key", Tenant: "acme", WorkloadIdentities: []string{id}}}}
-	srv := httptest.NewUnstartedServer(&WorkloadKeyHandler{SPIFFE: v, Keys: keys, Service: keys, Log: quietLog()})
+	id := benchWorkload
+	srv := httptest.NewUnstartedServer(&WorkloadKeyHandler{SPIFFE: v, Keys: lookup, Service: svc, Log: quietLog()})
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
 	srv.StartTLS()
 	b.Cleanup(srv.Close)

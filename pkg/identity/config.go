@@ -27,6 +27,7 @@ import (
 //	  audiences: [cmk]
 //	workloadKeys:
 //	  bindAddress: ":9444"               # mTLS endpoint for workloads; empty: off
+//	allowLoopback: false                 # tests and local development only
 type Config struct {
 	Platform           []IssuerConfig      `json:"platform,omitempty"`
 	UsernameClaim      string              `json:"usernameClaim,omitempty"`
@@ -38,6 +39,10 @@ type Config struct {
 	Leeway             string              `json:"leeway,omitempty"`
 	SPIFFE             *SPIFFEConfig       `json:"spiffe,omitempty"`
 	WorkloadKeys       *WorkloadKeysConfig `json:"workloadKeys,omitempty"`
+	// AllowLoopback lets discovery and JWKS requests reach an IdP on 127.0.0.1 / ::1. Tests and local development
+	// only (the end-to-end suite runs its IdP on loopback): it is the one exception to the outbound address rules
+	// and admits loopback, nothing else. The IdP's CA comes from the system roots (SSL_CERT_FILE / SSL_CERT_DIR).
+	AllowLoopback bool `json:"allowLoopback,omitempty"`
 }
 
 // WorkloadKeysConfig configures the workload key endpoint.

@@ -17,8 +17,15 @@ import (
 
 func TestParseConfig(t *testing.T) {
 	ok := "platform: [{url: https://kc.example.org/realms/pm, audiences: [cmk]}]\ntenantIssuers: true\nroles: {Viewer: [keys.read]}\n"
-	if _, err := ParseConfig([]byte(ok)); err != nil {
+	c, err := ParseConfig([]byte(ok))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if c.AllowLoopback {
+		t.Fatal("allowLoopback must default to false (production never reaches loopback)")
+	}
+	if c, err := ParseConfig([]byte(ok + "allowLoopback: true\n")); err != nil || !c.AllowLoopback {
+		t.Fatalf("allowLoopback: true: %v", err)
 	}
 	for _, tc := range []struct{ yaml, want string }{
 		{"platform: [{url: http://kc.example.org, audiences: [cmk]}]", "https required"},

@@ -25,16 +25,15 @@ const maxJWKSKeys = 100
 // ErrUnknownKey: the token names a key the issuer does not publish (after at most one allowed refetch).
 var ErrUnknownKey = errors.New("unknown signing key")
 
-// keySet is an oidc.KeySet over one JWKS URL with a refetch rate limit. Keys are fetched lazily on first use,
-// kept after a failed refetch (an IdP outage does not stop verification with cached keys), and refetched at most
-// once per minRefresh when a token names an unknown kid. Concurrent refetches are coalesced.
+// keySet caches the keys of one issuer's JWKS URL, with a refetch rate limit. Keys are fetched lazily on first
+// use, kept after a failed refetch (an IdP outage does not stop verification with cached keys), and refetched at
+// most once per minRefresh when a token names an unknown kid. Concurrent refetches are coalesced.
 type keySet struct {
 	// jwksURL returns the JWKS URL; for discovered issuers it runs (lazy, rate-limited) discovery.
 	jwksURL    func(ctx context.Context) (string, error)
 	client     *http.Client
 	minRefresh time.Duration
 	now        func() time.Time
-	algs       []jose.SignatureAlgorithm
 
 	mu        sync.Mutex
 	keys      []jose.JSONWebKey
@@ -46,48 +45,37 @@ type keySet struct {
 }
 
 func newKeySet(jwksURL func(context.Context) (string, error), client *http.Client, minRefresh time.Duration, now func() time.Time) *keySet {
-	algs := make([]jose.SignatureAlgorithm, 0, len(AllowedAlgorithms))
-	for _, a := range AllowedAlgorithms {
-		algs = append(algs, jose.SignatureAlgorithm(a))
-	}
-	return &keySet{jwksURL: jwksURL, client: client, minRefresh: minRefresh, now: now, algs: algs}
+	return &keySet{jwksURL: jwksURL, client: client, minRefresh: minRefresh, now: now}
 }
 
 // Fetches is how many JWKS fetches were attempted (metrics, tests, benchmarks).
 func (k *keySet) Fetches() int64 { return k.fetches.Load() }
 
-// VerifySignature implements oidc.KeySet.
-func (k *keySet) VerifySignature(ctx context.Context, token string) ([]byte, error) {
-	jws, err := jose.ParseSigned(token, k.algs)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if len(jws.Signatures) != 1 {
-		return nil, fmt.Errorf("%w: want exactly one signature", ErrMalformed)
-	}
-	kid := jws.Signatures[0].Header.KeyID
-	alg := jws.Signatures[0].Header.Algorithm
-
+// verify checks the signature of a shape-checked token with the issuer's cached keys, refetching the JWKS (rate
+// limited) only when the token names a kid the cache does not hold. The signature is checked directly over the
+// token's signing input with the selected key (verifyJWS); the token is not parsed again.
+func (k *keySet) verify(ctx context.Context, t *rawToken) error {
 	keys := k.cached()
-	if !hasKey(keys, kid, alg) {
+	if !hasKey(keys, t.kid, t.alg) {
+		var err error
 		keys, err = k.refresh(ctx)
 		if err != nil && len(keys) == 0 {
-			return nil, err
+			return err
 		}
-		if !hasKey(keys, kid, alg) {
-			return nil, ErrUnknownKey
+		if !hasKey(keys, t.kid, t.alg) {
+			return ErrUnknownKey
 		}
 	}
 	for _, key := range keys {
-		if !keyMatches(key, kid, alg) {
+		if !keyMatches(key, t.kid, t.alg) {
 			continue
 		}
-		if payload, err := jws.Verify(key.Key); err == nil {
-			return payload, nil
+		if verifyJWS(key.Key, t.alg, t.signingInput, t.sig) == nil {
+			return nil
 		}
 	}
 	// A known kid with a bad signature is a forgery, not a rotation: no refetch (it would be free to trigger).
-	return nil, errors.New("signature does not verify")
+	return errors.New("signature does not verify")
 }
 
 func (k *keySet) cached() []jose.JSONWebKey {

@@ -266,6 +266,7 @@ func TestSPIRE(t *testing.T) {
 	if c := post(mtls, "/v1/workload-keys/acme-ns/other/unwrap", ""); c != 403 {
 		t.Fatalf("key not listing the SVID: HTTP %d, want 403", c)
 	}
+	t.Run("workload key endpoint with the real key chain", func(t *testing.T) { testWorkloadKeysWithKeychain(t, v, svid, jwtTok) })
 	mu.Lock()
 	defer mu.Unlock()
 	if !strings.Contains(logs.String(), id) {

@@ -51,11 +51,14 @@ type KeyService interface {
 // never hands a key across tenants. Every decision is logged with the SPIFFE ID and the key; key material and
 // payloads never are.
 type WorkloadKeyHandler struct {
-	SPIFFE  *SPIFFEVerifier
-	Keys    KeyLookup
-	Service KeyService
-	Log     *slog.Logger
-	Timeout time.Duration
+	SPIFFE *SPIFFEVerifier
+	// Components, if set, also accepts client certificates of CMK components from the certificate issuer
+	// (pkg/mtls; componentcerts.go). Nil: X.509-SVIDs only.
+	Components ComponentVerifier
+	Keys       KeyLookup
+	Service    KeyService
+	Log        *slog.Logger
+	Timeout    time.Duration
 }
 
 // MaxWorkloadPayload bounds the body of an encrypt/decrypt request (base64 JSON of at most 1 MiB of data).
@@ -211,7 +214,7 @@ func authorizeWorkload(wl *Workload, g *KeyGrant) string {
 
 func (h *WorkloadKeyHandler) authenticate(r *http.Request) (*Workload, error) {
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		return h.SPIFFE.VerifyX509SVID(r.TLS.PeerCertificates)
+		return h.verifyClientCertificate(r.TLS.PeerCertificates)
 	}
 	authz := r.Header.Get("Authorization")
 	scheme, token, ok := strings.Cut(authz, " ")

@@ -539,3 +539,42 @@ func (g *Graph) AccountKey(ctx context.Context, k hierarchy.AccountKey) hierarch
 	}
 	return modelAccount(target, k.Namespace, k.Name)
 }
+
+// --- lookups for the controllers (pkg/kcp/kcpctrl) ---
+
+// ObjectRef names an object in a workspace by logical cluster.
+type ObjectRef struct{ Cluster, Namespace, Name string }
+
+// KeysUsing lists the ServiceEncryptionKeys (of any workspace) whose account reference resolves to the Account
+// namespace/name of logical cluster cluster.
+func (g *Graph) KeysUsing(cluster, namespace, name string) []ObjectRef {
+	rk := refKey{cluster, cmkadmission.AccountRefValue(hierarchy.AccountKey{Namespace: namespace, Name: name})}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]ObjectRef, 0, len(g.keysTo[rk]))
+	for id := range g.keysTo[rk] {
+		out = append(out, ObjectRef{Cluster: id.cluster, Namespace: strings.TrimPrefix(id.namespace, "key\x00"), Name: id.name})
+	}
+	return out
+}
+
+// KeyAccountCluster resolves the Account that the ServiceEncryptionKey namespace/name of logical cluster cluster
+// uses: the logical cluster holding it (its own, or the one its account-workspace annotation names; "" when that
+// workspace does not exist), whether that is another workspace, and the tenants owning the key's and the Account's
+// workspaces. known is false while the watch has not delivered the key.
+func (g *Graph) KeyAccountCluster(cluster, namespace, name string) (accountCluster string, cross bool, keyTenant, accountTenant string, known bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	k, found := g.keys[objID{cluster, "key\x00" + namespace, name}]
+	if !found {
+		return "", false, "", "", false
+	}
+	if k.accountWorkspace == "" {
+		return cluster, false, g.tenantOf[cluster], g.tenantOf[cluster], true
+	}
+	target, ok := g.byPath[k.accountWorkspace]
+	if !ok {
+		return "", true, g.tenantOf[cluster], "", true
+	}
+	return target, target != cluster, g.tenantOf[cluster], g.tenantOf[target], true
+}

@@ -179,3 +179,43 @@ func TestQualifyKeepsWorkspacesApart(t *testing.T) {
 		t.Fatalf("qualified names %q %q", a.Name, b.Name)
 	}
 }
+
+// The controllers' lookups: which keys use an Account, and where a key's Account lives.
+func TestGraphKeyAccounts(t *testing.T) {
+	g, _ := tree(t)
+	g.UpsertAccount(Account{Cluster: "lc-acme", Namespace: "keys", Name: "main"})
+	g.UpsertAccount(Account{Cluster: "lc-eu", Namespace: "keys", Name: "main"}) // same name, other workspace
+	ref := cmkadmission.AccountRefValue(hierarchy.AccountKey{Namespace: "keys", Name: "main"})
+	g.UpsertKey("lc-eu", "keys", "own", "", ref)
+	g.UpsertKey("lc-eu", "keys", "parent", "root:acme", ref)
+	g.UpsertKey("lc-eu", "keys", "nowhere", "root:gone", ref)
+
+	users := func(cluster string) (out []string) {
+		for _, k := range g.KeysUsing(cluster, "keys", "main") {
+			out = append(out, k.Cluster+"/"+k.Namespace+"/"+k.Name)
+		}
+		return out
+	}
+	if got := users("lc-acme"); len(got) != 1 || got[0] != "lc-eu/keys/parent" {
+		t.Errorf("keys using acme's Account: %v", got)
+	}
+	if got := users("lc-eu"); len(got) != 1 || got[0] != "lc-eu/keys/own" {
+		t.Errorf("keys using eu's Account: %v", got)
+	}
+	for _, tc := range []struct {
+		key, target string
+		cross       bool
+		keyT, acctT string
+		known       bool
+	}{
+		{"own", "lc-eu", false, "acme.eu", "acme.eu", true},
+		{"parent", "lc-acme", true, "acme.eu", "acme", true},
+		{"nowhere", "", true, "acme.eu", "", true}, // never the key's own workspace
+		{"unknown", "", false, "", "", false},
+	} {
+		target, cross, keyT, acctT, known := g.KeyAccountCluster("lc-eu", "keys", tc.key)
+		if target != tc.target || cross != tc.cross || keyT != tc.keyT || acctT != tc.acctT || known != tc.known {
+			t.Errorf("key %s: %q %v %q %q %v", tc.key, target, cross, keyT, acctT, known)
+		}
+	}
+}

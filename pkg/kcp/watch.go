@@ -74,7 +74,20 @@ type WatcherOptions struct {
 	// SkipKinds leaves out the Account and ServiceEncryptionKey watches (the SIS plugin needs Accounts only for
 	// its "account" type; the webhook needs both).
 	SkipKeys bool
-	Log      logr.Logger
+	// OnAccount and OnKey, when set, hear about every Account / ServiceEncryptionKey event after the graph applied
+	// it: the kcp controllers (pkg/kcp/kcpctrl) take their work from the same wildcard watch instead of opening a
+	// watch per workspace. They run on the informer's goroutine and must not block.
+	OnAccount, OnKey func(ObjectEvent)
+	Log              logr.Logger
+}
+
+// ObjectEvent is one watch event about an object in some workspace.
+type ObjectEvent struct {
+	// Cluster is the object's logical cluster; Namespace and Name are as in that workspace.
+	Cluster, Namespace, Name string
+	// Deleted: the object is gone. GenerationChanged: a create, or an update of the spec (not of status or
+	// metadata only).
+	Deleted, GenerationChanged bool
 }
 
 // Watcher keeps a Graph current from kcp.
@@ -181,6 +194,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 		remove: func(o *metav1.PartialObjectMetadata) {
 			w.graph.DeleteAccount(o.Annotations[AnnotationCluster], o.Namespace, name(o))
 		},
+		notify: w.opts.OnAccount,
 	})
 	if !w.opts.SkipKeys {
 		w.runMeta(ctx, meta.Resource(KeysGVR), metaHandlers{
@@ -190,6 +204,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 			remove: func(o *metav1.PartialObjectMetadata) {
 				w.graph.DeleteKey(o.Annotations[AnnotationCluster], o.Namespace, name(o))
 			},
+			notify: w.opts.OnKey,
 		})
 	}
 	cms := platform.Resource(configMapsGVR).Namespace(w.graph.opts.MeshNamespace)
@@ -200,6 +215,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 			// age grows until a new one appears.
 			w.opts.Log.Info("the Platform Mesh configuration was deleted; the last one stays in force")
 		},
+		optional: true,
 	})
 	go w.confirmLoop(ctx, platform)
 	return nil
@@ -208,6 +224,13 @@ func (w *Watcher) Start(ctx context.Context) error {
 type metaHandlers struct {
 	upsert func(*metav1.PartialObjectMetadata)
 	remove func(*metav1.PartialObjectMetadata)
+	notify func(ObjectEvent) // optional, after upsert/remove
+}
+
+func (h metaHandlers) tell(o *metav1.PartialObjectMetadata, deleted, genChanged bool) {
+	if h.notify != nil {
+		h.notify(ObjectEvent{Cluster: o.Annotations[AnnotationCluster], Namespace: o.Namespace, Name: name(o), Deleted: deleted, GenerationChanged: genChanged})
+	}
 }
 
 // runMeta starts one metadata-only informer.
@@ -215,6 +238,11 @@ func (w *Watcher) runMeta(ctx context.Context, ri metadata.ResourceInterface, h 
 	lw := &toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			l, err := ri.List(ctx, o)
+			if apierrors.IsNotFound(err) {
+				// No workspace defines the kind yet (a fresh mesh): that is an empty list, not a reason to stay
+				// unready. The watch fails the same way and the reflector lists again after its back-off.
+				return &metav1.PartialObjectMetadataList{}, nil
+			}
 			if err == nil {
 				for i := range l.Items {
 					qualify(&l.Items[i])
@@ -246,9 +274,19 @@ func (w *Watcher) runMeta(ctx context.Context, ri metadata.ResourceInterface, h 
 		}
 	}
 	reg, _ := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { on(o, h.upsert) },
-		UpdateFunc: func(_, o any) { on(o, h.upsert) },
-		DeleteFunc: func(o any) { on(o, h.remove) },
+		AddFunc: func(o any) {
+			on(o, func(m *metav1.PartialObjectMetadata) { h.upsert(m); h.tell(m, false, true) })
+		},
+		UpdateFunc: func(old, o any) {
+			prev, _ := old.(*metav1.PartialObjectMetadata)
+			on(o, func(m *metav1.PartialObjectMetadata) {
+				h.upsert(m)
+				h.tell(m, false, prev == nil || prev.Generation != m.Generation)
+			})
+		},
+		DeleteFunc: func(o any) {
+			on(o, func(m *metav1.PartialObjectMetadata) { h.remove(m); h.tell(m, true, false) })
+		},
 	})
 	w.synced = append(w.synced, reg.HasSynced)
 	go inf.RunWithContext(ctx)
@@ -257,6 +295,9 @@ func (w *Watcher) runMeta(ctx context.Context, ri metadata.ResourceInterface, h 
 type handlers struct {
 	upsert func(*unstructured.Unstructured)
 	remove func(*unstructured.Unstructured)
+	// optional: a NotFound list (the platform workspace does not exist yet) is an empty list. kcp's own kinds are
+	// never optional: NotFound there is a misconfiguration that must keep the webhook unready.
+	optional bool
 }
 
 func cluster(u *unstructured.Unstructured) string { return u.GetAnnotations()[AnnotationCluster] }
@@ -294,6 +335,9 @@ func (w *Watcher) run(ctx context.Context, ri dynamic.ResourceInterface, fieldSe
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = fieldSelector
 			l, err := ri.List(ctx, o)
+			if apierrors.IsNotFound(err) && h.optional {
+				return &unstructured.UnstructuredList{}, nil // see runMeta
+			}
 			if err == nil {
 				for i := range l.Items {
 					qualify(&l.Items[i])

@@ -1,5 +1,6 @@
 // Package mtls is the verifier side of tenant client certificates: tls.Config helpers and an HTTP guard that enforce
-// strict tenant isolation on mutual TLS. Our own servers use it, and it is written to be offered as is to the CMK
+// strict tenant isolation on mutual TLS. Our own servers use it (the workload key endpoint accepts component
+// certificates through it: pkg/identity, --component-ca-file), and it is written to be offered as is to the CMK
 // Registry (the server Crypto (Manager) and Crypto (Migrate) authenticate against).
 //
 // The rule: a peer's tenant is the one named by its certificate's URI SAN in the pkg/tenantid scheme
@@ -63,6 +64,9 @@ type Verifier struct {
 
 // NewVerifier returns a verifier for trustDomain trusting the CA certificates in bundlePEM.
 func NewVerifier(trustDomain string, bundlePEM []byte) (*Verifier, error) {
+	if err := validTrustDomain(trustDomain); err != nil {
+		return nil, err
+	}
 	if _, err := tenantid.Format(trustDomain, "probe"); err != nil {
 		return nil, fmt.Errorf("mtls: %w", err)
 	}
@@ -71,6 +75,21 @@ func NewVerifier(trustDomain string, bundlePEM []byte) (*Verifier, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// validTrustDomain applies the SPIFFE trust domain grammar (lower-case letters, digits, '.', '-', '_'; at most 255
+// characters). A trust domain outside it can never match a certificate, so a typo in the configuration would
+// otherwise refuse every peer without saying why.
+func validTrustDomain(td string) error {
+	if td == "" || len(td) > 255 {
+		return fmt.Errorf("mtls: trust domain %q must be 1 to 255 characters", td)
+	}
+	for _, r := range td {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return fmt.Errorf("mtls: trust domain %q may contain only lower-case letters, digits, '.', '-' and '_'", td)
+		}
+	}
+	return nil
 }
 
 // SetBundle replaces the trusted CAs (all CERTIFICATE blocks of bundlePEM; during a rollover, old and new). An

@@ -265,8 +265,15 @@ func TestBundleRejects(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := NewVerifier("bad/domain", c.pem); err == nil {
-		t.Error("bad trust domain accepted")
+	for _, d := range []string{"bad/domain", "", "Apeiro.local", "not a domain", "a:1", strings.Repeat("a", 256)} {
+		if _, err := NewVerifier(d, c.pem); err == nil {
+			t.Errorf("trust domain %q accepted", d)
+		}
+	}
+	for _, d := range []string{"apeiro.local", "cluster_1.example-org", "td"} {
+		if _, err := NewVerifier(d, c.pem); err != nil {
+			t.Errorf("trust domain %q refused: %v", d, err)
+		}
 	}
 }
 
@@ -300,4 +307,30 @@ func mustParse(t testing.TB, der []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// FuzzIdentify feeds arbitrary DER as a peer's leaf: parsing and verification must never panic, and nothing that is
+// not signed by the trusted CA may come out as an identity.
+func FuzzIdentify(f *testing.F) {
+	c := newCA(f, "fuzz CA")
+	f.Add(c.issue(f, "cmk-acme", []string{uri("acme")}).Certificate[0])
+	f.Add(newCA(f, "other").cert.Raw)
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
+	v, err := NewVerifier(td, c.pem)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, der []byte) {
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			return
+		}
+		id, err := v.Identify([]*x509.Certificate{leaf})
+		if err != nil {
+			return
+		}
+		if id.Tenant == "" || leaf.CheckSignatureFrom(c.cert) != nil {
+			t.Fatalf("accepted %+v", id)
+		}
+	})
 }

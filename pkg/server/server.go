@@ -3,7 +3,8 @@
 // of which controller-runtime's DefaultServer hard-codes: TLS 1.2 minimum, HTTP/1.1 only (no HTTP/2 on the webhook
 // port: it removes the rapid-reset and CONTINUATION-flood class of attacks, and the API server does not need it),
 // a 10 s read-header timeout, bounded header size, idle timeout, and the serving certificate reloaded from disk on
-// rotation (certwatcher) without a restart.
+// rotation (certwatcher) without a restart. Limiter (limits.go) bounds each request in front of the handlers: method,
+// body size, the bodies held at once, and per-request deadlines.
 package server
 
 import (

@@ -50,22 +50,7 @@ func TestServingCertificateFromCertManager(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	s := env.stack
-	rc := s.ControlPlane.RESTConfig()
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm, err := versioned.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubectl := func(args ...string) {
-		t.Helper()
-		out, err := exec.CommandContext(ctx, s.Kubectl(), append([]string{"--kubeconfig", s.KubeconfigPath()}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
+	kube, cm, kubectl := certManagerClients(ctx, t, s)
 
 	// cert-manager: CRDs from its module, namespaces, controllers.
 	kubectl("apply", "--server-side", "--force-conflicts", "-f", filepath.Join(cmDir, "crds"))
@@ -297,4 +282,27 @@ func triggerRenewal(ctx context.Context, t *testing.T, cm versioned.Interface, n
 		}
 	}
 	t.Fatal("could not trigger a renewal")
+}
+
+// certManagerClients are what the cert-manager tests share: typed clients of the stack's API server and a kubectl
+// bound to its kubeconfig that fails the test on error.
+func certManagerClients(ctx context.Context, t *testing.T, s *devstack.Stack) (*kubernetes.Clientset, *versioned.Clientset, func(args ...string)) {
+	t.Helper()
+	rc := s.ControlPlane.RESTConfig()
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := versioned.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(args ...string) {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, s.Kubectl(), append([]string{"--kubeconfig", s.KubeconfigPath()}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return kube, cm, kubectl
 }

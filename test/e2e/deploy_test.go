@@ -72,6 +72,7 @@ func TestDeployOverlaysDryRun(t *testing.T) {
 	if err := writeStaticCerts(filepath.Join(deploy, "overlays", "static-certs", "tls")); err != nil {
 		t.Fatal(err)
 	}
+	overlays = append(overlays, componentOverlays(t, deploy)...) // certrenew_test.go
 	// Namespaced objects cannot be dry-run into a namespace that a dry run "created".
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apeiro-cmk-system"}}
 	if err := env.client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/apeirora/apeiro-cmk/internal/devstack"
 )
@@ -28,6 +30,8 @@ type suite struct {
 	kubectl    string
 	kubeconfig string // empty: kubectl reads KUBECONFIG itself
 	cacheDir   string
+	webhookBin string // the webhook binary of the own control plane (helm_test.go starts a second one)
+	kubeBin    string // KUBE_BIN of the own control plane
 	client     client.Client
 	scheme     *runtime.Scheme
 	stack      *devstack.Stack // nil when running against an existing cluster
@@ -42,6 +46,9 @@ func requirePeers() bool {
 }
 
 func TestMain(m *testing.M) {
+	// The suite's clients log nothing worth reading (the webhook process logs on its own); without a logger
+	// controller-runtime prints a "log.SetLogger(...) was never called" stack trace on first use.
+	ctrllog.SetLogger(logr.Discard())
 	os.Exit(runSuite(m))
 }
 
@@ -133,7 +140,7 @@ func setUp(ctx context.Context, tmp string) error {
 	start := time.Now()
 	s, err := devstack.Up(ctx, devstack.Options{
 		KubeBin: kubeBin, WebhookBin: webhookBin, Root: env.root, WorkDir: filepath.Join(tmp, "stack"),
-		Progress: prefixWriter{"e2e: "}, WebhookArgs: alertmanagerArgs(tmp), // test/e2e/alerts_test.go
+		Progress: prefixWriter{"e2e: "}, WebhookArgs: append(alertmanagerArgs(tmp), inUseGraceArg), // test/e2e/alerts_test.go, inuse_test.go
 	})
 	if err != nil {
 		return err
@@ -143,6 +150,7 @@ func setUp(ctx context.Context, tmp string) error {
 	env.kubectl = s.Kubectl()
 	env.kubeconfig = s.KubeconfigPath()
 	env.client = s.Client
+	env.webhookBin, env.kubeBin = webhookBin, kubeBin
 	return applyWorld(ctx)
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,13 +24,15 @@ import (
 	"github.com/apeirora/apeiro-cmk/internal/testpeers/vault"
 	cmkv1alpha1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/cmkcompat"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/openbao"
 )
 
 // TestKeychainOpenBao: against the Vault-API-compatible transit peer, with Kubernetes auth checked by the suite's
 // real kube-apiserver (the server calls its TokenReview for the service-account token the webhook presents). An
-// openbao Account becomes Ready, a ServiceEncryptionKey under it gets a transit-wrapped key, and a sealed server
-// turns the Account not Ready with the reason "sealed".
+// openbao Account becomes Ready, a ServiceEncryptionKey under it gets a transit-wrapped key, an Account on an
+// imported (BYOK) key becomes Ready and wraps a key too, and a sealed server turns the Account not Ready with the
+// reason "sealed".
 func TestKeychainOpenBao(t *testing.T) {
 	if env.skip != "" {
 		t.Skip(env.skip)
@@ -173,6 +176,44 @@ func TestKeychainOpenBao(t *testing.T) {
 		t.Fatalf("transit-wrapped key secret: %v", err)
 	}
 	cmkctlRoundTrip(t, tenant+"/orders")
+
+	// BYOK: the customer's own AES key, imported into the tenant's mount through the operations plugin (wrapped under
+	// the mount's wrapping key as CMK's customer would), is an Account's L1 key like any other.
+	byokID := "customer-l1"
+	if _, err := ops.CreateKey(ctx, &operationsv1.CreateKeyRequest{Config: &commonv1.KeystoreInstanceConfig{Values: opsCfg}, Id: &byokID,
+		Algorithm: operationsv1.KeyAlgorithm_KEY_ALGORITHM_AES256, KeyType: operationsv1.KeyType_KEY_TYPE_BYOK}); err != nil {
+		t.Fatalf("CreateKey(BYOK): %v", err)
+	}
+	byokParams := &operationsv1.RequestParameters{Config: &commonv1.KeystoreInstanceConfig{Values: opsCfg}, KeyId: byokID}
+	ip, err := ops.GetImportParameters(ctx, &operationsv1.GetImportParametersRequest{Parameters: byokParams})
+	if err != nil {
+		t.Fatalf("GetImportParameters: %v", err)
+	}
+	cip, err := cmkcompat.BuildImportParams(ip.GetImportParameters().AsMap())
+	if err != nil {
+		t.Fatal(err)
+	}
+	material := make([]byte, 32)
+	_, _ = rand.Read(material)
+	wrapped, err := cip.Wrap(material)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, _ := cip.ProviderParamsMap()
+	sentStruct, _ := structpb.NewStruct(sent)
+	if _, err := ops.ImportKeyMaterial(ctx, &operationsv1.ImportKeyMaterialRequest{Parameters: byokParams, ImportParameters: sentStruct, EncryptedKeyMaterial: wrapped}); err != nil {
+		t.Fatalf("ImportKeyMaterial: %v", err)
+	}
+	f.create(baoAccount("byok", byokID, "tenant-"+tenant))
+	var ba cmkv1alpha1.Account
+	eventually(t, 60*time.Second, func() error {
+		return conditionIs(ctx, types.NamespacedName{Namespace: tenant, Name: "byok"}, &ba, func() []metav1.Condition { return ba.Status.Conditions }, cmkv1alpha1.ConditionReady, metav1.ConditionTrue, "KeyAnswered")
+	})
+	f.create(keyObj(tenant, "imported", "", "byok"))
+	var bk cmkv1alpha1.ServiceEncryptionKey
+	eventually(t, 60*time.Second, func() error {
+		return conditionIs(ctx, types.NamespacedName{Namespace: tenant, Name: "imported"}, &bk, func() []metav1.Condition { return bk.Status.Conditions }, cmkv1alpha1.ConditionReady, metav1.ConditionTrue, "KeyWrapped")
+	})
 
 	// Sealed server: the probes fail fast and the Account turns not Ready, saying why.
 	srv.Seal(t)

@@ -51,12 +51,18 @@ func TestPlatformMeshOnKCP(t *testing.T) {
 	// The webhook's view: graph + model, fed by the multi-cluster watch.
 	model := hierarchy.New(hierarchy.Config{})
 	graph := kcp.NewGraph(kcp.Options{}, model)
-	watcher := kcp.NewWatcher(s.Shard, graph, kcp.WatcherOptions{ReportErrors: true, ConfirmInterval: time.Second, Log: testr.New(t)})
+	// The key chain and the controllers, fed by the same watch (as in the webhook's kcp mode).
+	ctrls, chain := keyChain(t, s, graph, model)
+	watcher := kcp.NewWatcher(s.Shard, graph, kcp.WatcherOptions{ReportErrors: true, ConfirmInterval: time.Second, Log: testr.New(t),
+		OnAccount: ctrls.OnAccount, OnKey: ctrls.OnKey})
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	if err := watcher.Start(wctx); err != nil {
 		t.Fatal(err)
 	}
+	ctrlsDone := make(chan struct{})
+	go func() { defer close(ctrlsDone); _ = ctrls.Start(wctx) }()
+	defer func() { wcancel(); <-ctrlsDone }()
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer scancel()
 	if err := watcher.WaitForSync(sctx); err != nil {
@@ -133,8 +139,13 @@ func TestPlatformMeshOnKCP(t *testing.T) {
 	})
 
 	// --- through admission: the webhook handlers served over TLS and registered in every tenant workspace ---
+	// As in the webhook's kcp mode: live point reads on a miss and for the liveness checks.
+	live, err := kcp.NewLiveReader(s.Shard, graph.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := admission.NewHandlers(admission.Handlers{
-		Dir:         &admission.Directory{Model: model, Source: graph},
+		Dir:         &admission.Directory{Model: model, Source: graph, Live: admission.NewBatchedReader(live)},
 		Regions:     kcp.MeshPolicy{Graph: graph},
 		Permissions: admission.RBACDelegated{},
 	})
@@ -196,6 +207,8 @@ func TestPlatformMeshOnKCP(t *testing.T) {
 		}
 	})
 
+	t.Run("key-chain", func(t *testing.T) { checkKeyChain(t, ctx, s, w, chain) })
+
 	t.Run("mesh-config-live", func(t *testing.T) {
 		if err := kcpserver.PutMeshConfig(ctx, s.Base, w.Platform, "default", "platform-mesh", kcptest.MeshConfig+"  - name: ap-south\n"); err != nil {
 			t.Fatal(err)
@@ -230,6 +243,8 @@ func TestPlatformMeshOnKCP(t *testing.T) {
 			t.Fatalf("after a malformed revision the previous configuration must stay in force: %v", err)
 		}
 	})
+
+	t.Run("watch-resume", func(t *testing.T) { checkWatchResume(t, ctx, s, model) })
 
 	t.Run("workspace-deleted", func(t *testing.T) {
 		dc, err := kcpserver.Client(s.Base, "root")

@@ -13,25 +13,14 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
-	pluginoption "github.com/openkcm/plugin-sdk/api/plugin-option"
-	"github.com/openkcm/plugin-sdk/pkg/plugin"
 	certificate_issuerv1 "github.com/openkcm/plugin-sdk/proto/plugin/certificate_issuer/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/certissuer/certmanager"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/host/pluginmain"
 )
 
 func main() {
 	p := certmanager.New()
-	if err := plugin.ServeOptions(
-		pluginoption.WithPluginServer(certificate_issuerv1.CertificateIssuerServicePluginServer(p)),
-		pluginoption.WithServiceServer(configv1.ConfigServiceServer(p)),
-		pluginoption.EnableInputValidation(),
-	); err != nil {
-		fmt.Fprintf(os.Stderr, "certissuer-certmanager: %v\n", err)
-		os.Exit(1)
-	}
+	pluginmain.Serve(certificate_issuerv1.CertificateIssuerServicePluginServer(p), configv1.ConfigServiceServer(p))
 }

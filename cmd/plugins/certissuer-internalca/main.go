@@ -13,26 +13,14 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
-	"github.com/openkcm/plugin-sdk/pkg/plugin"
 	certificate_issuerv1 "github.com/openkcm/plugin-sdk/proto/plugin/certificate_issuer/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
-	pluginoption "github.com/openkcm/plugin-sdk/api/plugin-option"
-
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/certissuer/internalca"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/host/pluginmain"
 )
 
 func main() {
 	p := internalca.New()
-	if err := plugin.ServeOptions(
-		pluginoption.WithPluginServer(certificate_issuerv1.CertificateIssuerServicePluginServer(p)),
-		pluginoption.WithServiceServer(configv1.ConfigServiceServer(p)),
-		pluginoption.EnableInputValidation(),
-	); err != nil {
-		fmt.Fprintf(os.Stderr, "certissuer-internalca: %v\n", err)
-		os.Exit(1)
-	}
+	pluginmain.Serve(certificate_issuerv1.CertificateIssuerServicePluginServer(p), configv1.ConfigServiceServer(p))
 }

@@ -15,25 +15,14 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
-	pluginoption "github.com/openkcm/plugin-sdk/api/plugin-option"
-	"github.com/openkcm/plugin-sdk/pkg/plugin"
 	idmv1 "github.com/openkcm/plugin-sdk/proto/plugin/identity_management/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/host/pluginmain"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/identity/apeiro"
 )
 
 func main() {
 	p := apeiro.New()
-	if err := plugin.ServeOptions(
-		pluginoption.WithPluginServer(idmv1.IdentityManagementServicePluginServer(p)),
-		pluginoption.WithServiceServer(configv1.ConfigServiceServer(p)),
-		pluginoption.EnableInputValidation(),
-	); err != nil {
-		fmt.Fprintf(os.Stderr, "identity-apeiro: %v\n", err)
-		os.Exit(1)
-	}
+	pluginmain.Serve(idmv1.IdentityManagementServicePluginServer(p), configv1.ConfigServiceServer(p))
 }

@@ -11,26 +11,14 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
-	"github.com/openkcm/plugin-sdk/pkg/plugin"
 	identity_managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/identity_management/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
-	pluginoption "github.com/openkcm/plugin-sdk/api/plugin-option"
-
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/host/pluginmain"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/identity/static"
 )
 
 func main() {
 	p := static.New()
-	if err := plugin.ServeOptions(
-		pluginoption.WithPluginServer(identity_managementv1.IdentityManagementServicePluginServer(p)),
-		pluginoption.WithServiceServer(configv1.ConfigServiceServer(p)),
-		pluginoption.EnableInputValidation(),
-	); err != nil {
-		fmt.Fprintf(os.Stderr, "identity-static: %v\n", err)
-		os.Exit(1)
-	}
+	pluginmain.Serve(identity_managementv1.IdentityManagementServicePluginServer(p), configv1.ConfigServiceServer(p))
 }

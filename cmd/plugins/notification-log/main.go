@@ -15,26 +15,14 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
-	"github.com/openkcm/plugin-sdk/pkg/plugin"
 	notificationv1 "github.com/openkcm/plugin-sdk/proto/plugin/notification/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
-	pluginoption "github.com/openkcm/plugin-sdk/api/plugin-option"
-
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/host/pluginmain"
 	notificationlog "github.com/apeirora/apeiro-cmk/pkg/plugins/notification/log"
 )
 
 func main() {
 	p := notificationlog.New(notificationlog.WithDefaultSink(notificationlog.SinkHostLog))
-	if err := plugin.ServeOptions(
-		pluginoption.WithPluginServer(notificationv1.NotificationServicePluginServer(p)),
-		pluginoption.WithServiceServer(configv1.ConfigServiceServer(p)),
-		pluginoption.EnableInputValidation(),
-	); err != nil {
-		fmt.Fprintf(os.Stderr, "notification-log: %v\n", err)
-		os.Exit(1)
-	}
+	pluginmain.Serve(notificationv1.NotificationServicePluginServer(p), configv1.ConfigServiceServer(p))
 }

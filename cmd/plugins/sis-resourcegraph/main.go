@@ -13,26 +13,15 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
-	pluginoption "github.com/openkcm/plugin-sdk/api/plugin-option"
-	"github.com/openkcm/plugin-sdk/pkg/plugin"
 	systeminformationv1 "github.com/openkcm/plugin-sdk/proto/plugin/systeminformation/v1"
 	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/host/pluginmain"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/sis/resourcegraph"
 )
 
 func main() {
 	p := resourcegraph.New()
 	defer p.Close()
-	if err := plugin.ServeOptions(
-		pluginoption.WithPluginServer(systeminformationv1.SystemInformationServicePluginServer(p)),
-		pluginoption.WithServiceServer(configv1.ConfigServiceServer(p)),
-		pluginoption.EnableInputValidation(),
-	); err != nil {
-		fmt.Fprintf(os.Stderr, "sis-resourcegraph: %v\n", err)
-		os.Exit(1)
-	}
+	pluginmain.Serve(systeminformationv1.SystemInformationServicePluginServer(p), configv1.ConfigServiceServer(p))
 }

@@ -71,7 +71,20 @@ func StartTLS(t testing.TB) *Server { t.Helper(); return start(t, true) }
 
 func start(t testing.TB, useTLS bool) *Server {
 	t.Helper()
-	s := &Server{bin: Bin(t), dir: t.TempDir(), tls: useTLS}
+	s, err := launchDev(Bin(t), t.TempDir(), useTLS)
+	if err != nil {
+		t.Fatalf("starting vault dev server: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// StartDev starts a dev server from the vault binary bin with its state and log in dir, outside a test (the
+// `make run` dev stack). The caller stops it with Stop.
+func StartDev(bin, dir string) (*Server, error) { return launchDev(bin, dir, false) }
+
+func launchDev(bin, dir string, useTLS bool) (*Server, error) {
+	s := &Server{bin: bin, dir: dir, tls: useTLS}
 	rnd := make([]byte, 12)
 	_, _ = rand.Read(rnd)
 	s.RootToken = "root-" + hex.EncodeToString(rnd)
@@ -81,15 +94,14 @@ func start(t testing.TB, useTLS bool) *Server {
 			continue
 		}
 		if err = s.launch(); err == nil {
-			break
+			return s, nil
 		}
 	}
-	if err != nil {
-		t.Fatalf("starting vault dev server: %v", err)
-	}
-	t.Cleanup(s.Stop)
-	return s
+	return nil, err
 }
+
+// LogFile is the server's log (stdout and stderr).
+func (s *Server) LogFile() string { return filepath.Join(s.dir, "vault.log") }
 
 // freePortPair finds p such that p and p+1 (the dev server's cluster port) are both free.
 func freePortPair() (int, error) {

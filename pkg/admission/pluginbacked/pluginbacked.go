@@ -12,11 +12,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -30,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/apeirora/apeiro-cmk/internal/ttlcache"
 	"github.com/apeirora/apeiro-cmk/pkg/admission"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
@@ -50,8 +48,8 @@ const (
 // regionRE is the shape of a region name (a DNS label, as in the Tenant CRD).
 var regionRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
-// maxCachedRegions bounds the region answer cache.
-const maxCachedRegions = 1024
+// regionCallTimeout bounds one shared SIS call.
+const regionCallTimeout = 10 * time.Second
 
 type regionAnswer struct {
 	known     bool
@@ -64,8 +62,7 @@ type RegionPolicy struct {
 	SIS SISClient
 	TTL time.Duration // default 1 min
 
-	mu    sync.Mutex
-	cache map[string]regionAnswer
+	cache ttlcache.Cache[regionAnswer]
 }
 
 // CheckRegion implements admission.RegionPolicy.
@@ -93,49 +90,54 @@ func (p *RegionPolicy) lookup(ctx context.Context, region string) (regionAnswer,
 	if ttl <= 0 {
 		ttl = time.Minute
 	}
-	p.mu.Lock()
-	if p.cache == nil {
-		p.cache = map[string]regionAnswer{}
-	}
-	cached, ok := p.cache[region]
-	p.mu.Unlock()
-	if ok && time.Since(cached.at) < ttl {
-		return cached, nil
+	if a, ok := p.cache.Get(region); ok {
+		return a, nil
 	}
 	// SIS ids need at least 3 characters (protovalidate); shorter regions cannot exist there. Anything that is not a
 	// DNS label cannot be a region either, and is answered without asking (or caching: the cache stays bounded by
-	// the plausible names a writer can invent, and by maxCachedRegions).
+	// the plausible names a writer can invent, and by the cache bound, ttlcache.DefaultMax).
 	if len(region) < 3 || !regionRE.MatchString(region) {
 		return regionAnswer{known: false}, nil
 	}
-	resp, err := p.SIS.Get(ctx, &sisv1.GetRequest{Id: region, Type: RegionType})
-	var a regionAnswer
-	switch {
-	case err == nil:
-		a = regionAnswer{known: true, at: time.Now()}
-		if v, ok := resp.GetMetadata()[AudiencesKey]; ok {
-			a.audiences = []string{}
-			for _, s := range strings.Split(v, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					a.audiences = append(a.audiences, s)
+	// Concurrent misses of one region share one SIS call; each caller still stops waiting when its context ends.
+	ch := p.cache.Do(region, func() (regionAnswer, error) {
+		// Detached from the first caller, so one caller giving up does not fail the call for the others.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), regionCallTimeout)
+		defer cancel()
+		resp, err := p.SIS.Get(cctx, &sisv1.GetRequest{Id: region, Type: RegionType})
+		var a regionAnswer
+		switch {
+		case err == nil:
+			a = regionAnswer{known: true, at: time.Now()}
+			if v, ok := resp.GetMetadata()[AudiencesKey]; ok {
+				a.audiences = []string{}
+				for _, s := range strings.Split(v, ",") {
+					if s = strings.TrimSpace(s); s != "" {
+						a.audiences = append(a.audiences, s)
+					}
 				}
 			}
+		case status.Code(err) == codes.NotFound:
+			a = regionAnswer{known: false, at: time.Now()}
+		default:
+			return regionAnswer{}, err
 		}
-	case status.Code(err) == codes.NotFound:
-		a = regionAnswer{known: false, at: time.Now()}
-	default:
-		if ok { // stale answer beats no answer during an outage
-			return cached, nil
+		p.cache.Put(region, a, ttl) // regions are few; a flood of invented names only costs re-asking
+		return a, nil
+	})
+	var r ttlcache.Result[regionAnswer]
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		return regionAnswer{}, fmt.Errorf("asking the system information service about region %q: %w", region, ctx.Err())
+	}
+	if r.Err != nil {
+		if stale, ok := p.cache.Stale(region); ok { // stale answer beats no answer during an outage
+			return stale, nil
 		}
-		return regionAnswer{}, fmt.Errorf("asking the system information service about region %q: %w", region, err)
+		return regionAnswer{}, fmt.Errorf("asking the system information service about region %q: %w", region, r.Err)
 	}
-	p.mu.Lock()
-	if len(p.cache) >= maxCachedRegions {
-		clear(p.cache) // regions are few; a flood of invented names only costs re-asking
-	}
-	p.cache[region] = a
-	p.mu.Unlock()
-	return a, nil
+	return r.Val, nil
 }
 
 // KeyOpsClient is the one keystore operations call the prober makes.
@@ -162,14 +164,9 @@ type KeyProber struct {
 	// CallTimeout bounds one shared backend call (default 10 s).
 	CallTimeout time.Duration
 
-	mu    sync.Mutex
-	seen  map[string]time.Time
-	group singleflight.Group
+	seen  ttlcache.Cache[struct{}] // positive answers (bounded by ttlcache.DefaultMax); Do deduplicates concurrent probes
 	calls atomic.Int64
 }
-
-// maxCachedProbes bounds the positive-answer cache of a KeyProber.
-const maxCachedProbes = 10000
 
 // ErrNoPlugin is returned when no keystore plugin serves an Account's keystore type.
 var ErrNoPlugin = errors.New("no keystore plugin serves this keystore")
@@ -199,10 +196,7 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 	}
 	sum := sha256.Sum256(raw)
 	id := string(a.Spec.Keystore) + "\x00" + a.Spec.Region + "\x00" + a.Spec.KeyRef + "\x00" + string(sum[:])
-	p.mu.Lock()
-	at, ok := p.seen[id]
-	p.mu.Unlock()
-	if ok && time.Since(at) < ttl {
+	if _, ok := p.seen.Get(id); ok {
 		return nil
 	}
 	c, err := p.Client(a.Spec.Keystore)
@@ -210,13 +204,10 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 		return fmt.Errorf("%w (%s): %v", ErrNoPlugin, a.Spec.Keystore, err)
 	}
 	dry := keychain.IsDryRun(ctx)
-	ch := p.group.DoChan(id, func() (any, error) {
+	ch := p.seen.Do(id, func() (struct{}, error) {
 		// A shared call that finished between our cache miss and this one already answered.
-		p.mu.Lock()
-		at, ok := p.seen[id]
-		p.mu.Unlock()
-		if ok && time.Since(at) < ttl {
-			return nil, nil
+		if _, ok := p.seen.Get(id); ok {
+			return struct{}{}, nil
 		}
 		callTimeout := p.CallTimeout
 		if callTimeout <= 0 {
@@ -230,9 +221,9 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 			KeyId:  a.Spec.KeyRef,
 		}})
 		if err == nil && !dry {
-			p.remember(id, ttl)
+			p.seen.Put(id, struct{}{}, ttl)
 		}
-		return nil, err
+		return struct{}{}, err
 	})
 	select {
 	case <-ctx.Done():
@@ -254,31 +245,8 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 	}
 }
 
-func (p *KeyProber) remember(id string, ttl time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.seen == nil {
-		p.seen = map[string]time.Time{}
-	}
-	if len(p.seen) >= maxCachedProbes { // bound memory: drop expired entries, or everything if none expired
-		for k, t := range p.seen {
-			if time.Since(t) >= ttl {
-				delete(p.seen, k)
-			}
-		}
-		if len(p.seen) >= maxCachedProbes {
-			clear(p.seen)
-		}
-	}
-	p.seen[id] = time.Now()
-}
-
 // Forget drops every cached answer (tests; an operator-triggered re-probe).
-func (p *KeyProber) Forget() {
-	p.mu.Lock()
-	clear(p.seen)
-	p.mu.Unlock()
-}
+func (p *KeyProber) Forget() { p.seen.Clear() }
 
 // InstanceConfig is the keystore instance configuration handed to a keystore plugin for an Account without
 // backend access data: keychain.BaseInstanceConfig. Hosts with a key chain use keychain.Chain.InstanceConfig, which

@@ -44,6 +44,8 @@ const (
 
 // Reconciler probes Accounts' L1 keys.
 type Reconciler struct {
+	// Client reads the Account being reconciled and patches its status. Give it a client that reads Accounts live
+	// (admission.ClientOptions): a cached typed read would start an informer holding every Account.
 	Client client.Client
 	Prober keychain.Prober // nil: no keystore plugin is mapped; Accounts stay not Ready with a clear reason
 	// Chain, when set, creates missing L1 keys of keystores the platform provisions (the embedded local keystore).
@@ -59,9 +61,12 @@ type Reconciler struct {
 // SetupWithManager registers the reconciler.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// Only spec changes (and creates/deletes) trigger a probe: the reconciler's own status writes would otherwise
-	// re-queue it at once and defeat Interval/RetryInterval.
+	// re-queue it at once and defeat Interval/RetryInterval. The watch is metadata only (generation is metadata):
+	// every replica may become the leader, and a typed watch would hold every Account of the cluster in memory.
+	// Reconcile reads the one Account it works on through Client, which the webhook process configures to read
+	// Accounts live (admission.ClientOptions).
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&cmkv1.Account{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&cmkv1.Account{}, builder.OnlyMetadata, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("account-status").Complete(r)
 }
 

@@ -59,7 +59,8 @@ const accountIndex = "cmk.apeiro.io/account"
 
 // Reconciler provisions ServiceEncryptionKeys.
 type Reconciler struct {
-	// Client writes keys and Secrets and reads keys and Accounts (cached).
+	// Client writes keys and Secrets, reads keys (cached) and Accounts (live in the webhook process, see
+	// admission.ClientOptions: only the one Account a key uses is ever needed).
 	Client client.Client
 	// Reader reads Secrets live (Secrets are deliberately not cached by the manager). Defaults to Client.
 	Reader   client.Reader
@@ -83,7 +84,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&cmkv1.ServiceEncryptionKey{}).
-		Watches(&cmkv1.Account{}, handler.EnqueueRequestsFromMapFunc(r.keysOfAccount)).
+		// Metadata only: any change of an Account (a status write included) bumps its resource version, which is
+		// all this watch needs; the Account itself is read live in Reconcile.
+		WatchesMetadata(&cmkv1.Account{}, handler.EnqueueRequestsFromMapFunc(r.keysOfAccount)).
 		Named("serviceencryptionkey").Complete(r)
 }
 

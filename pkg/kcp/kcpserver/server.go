@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -136,3 +137,24 @@ func (s *Server) Kill() error { return s.proc.Stop(0) }
 
 // LogTail returns the last n lines of kcp's log.
 func (s *Server) LogTail(n int) string { return s.proc.LogTail(n) }
+
+// PID is kcp's process id (for measuring its memory).
+func (s *Server) PID() int { return s.proc.PID() }
+
+// RSSBytes is kcp's resident set size as the kernel reports it (0 where /proc is not available).
+func (s *Server) RSSBytes() int64 { return ProcessRSS(s.proc.PID()) }
+
+// ProcessRSS reads VmRSS of pid from /proc (0 when unavailable).
+func ProcessRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

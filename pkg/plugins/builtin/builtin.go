@@ -23,14 +23,16 @@ import (
 
 // Profile names of the builtins (profiles/apeiro-profile/config.yaml).
 const (
-	NameLocalKeystore     = "LOCAL"
-	NameAWSKeystore       = "AWS"
-	NameOpenBaoKeystore   = "OPENBAO"
-	NameThalesKeystore    = "THALES"
-	NameIdentity          = "APEIRO_IDENTITY"
-	NameCertificateIssuer = "APEIRO_PKI"
-	NameSystemInformation = "APEIRO_RESOURCE_GRAPH"
-	NameNotification      = "APEIRO_ALERTS"
+	NameLocalKeystore   = "LOCAL"
+	NameAWSKeystore     = "AWS"
+	NameOpenBaoKeystore = "OPENBAO"
+	NameThalesKeystore  = "THALES"
+
+	// The plugins below name themselves (their NewBuiltIn); these constants refer to that one declaration.
+	NameIdentity          = identityapeiro.BuiltinName
+	NameCertificateIssuer = internalca.BuiltinName
+	NameSystemInformation = sisstatic.BuiltinName
+	NameNotification      = alertmanager.BuiltinName
 )
 
 // All returns fresh instances of every builtin plugin. Call it once per

@@ -1,77 +1,51 @@
 package apeiro
 
 import (
-	"sync"
 	"time"
+
+	"github.com/apeirora/apeiro-cmk/internal/ttlcache"
 )
 
-// maxCacheEntries bounds the cache; when full, expired entries are dropped, then everything (a lookup storm over
-// many distinct IDs must not grow memory without bound).
+// maxCacheEntries bounds the cache (see ttlcache for how a full cache makes room).
 const maxCacheEntries = 10000
 
 // ttlCache caches directory answers (and NotFound, for a shorter time) per realm and call.
-type ttlCache struct {
-	mu      sync.Mutex
-	entries map[string]cacheEntry
-	now     func() time.Time
-}
+type ttlCache = ttlcache.Cache[cacheEntry]
 
 type cacheEntry struct {
-	val     any
-	err     error
-	expires time.Time
+	val any
+	err error
 }
 
 func newTTLCache(now func() time.Time) *ttlCache {
-	return &ttlCache{entries: map[string]cacheEntry{}, now: now}
+	return &ttlCache{Max: maxCacheEntries, Now: now}
 }
 
-func (c *ttlCache) get(key string) (any, error, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[key]
-	if !ok || c.now().After(e.expires) {
-		return nil, nil, false
-	}
-	return e.val, e.err, true
-}
-
-func (c *ttlCache) put(key string, val any, err error, ttl time.Duration) {
-	if ttl <= 0 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= maxCacheEntries {
-		now := c.now()
-		for k, e := range c.entries {
-			if now.After(e.expires) {
-				delete(c.entries, k)
-			}
-		}
-		if len(c.entries) >= maxCacheEntries {
-			clear(c.entries)
-		}
-	}
-	c.entries[key] = cacheEntry{val: val, err: err, expires: c.now().Add(ttl)}
-}
-
-// cached runs fn once per key and TTL; NotFound answers are kept for negativeCacheTTL (a user created a moment
-// ago shows up within half a minute), other errors are not cached.
+// cached answers key from the cache or runs fn, once for all concurrent callers of the same key; NotFound answers
+// are kept for negativeCacheTTL (a user created a moment ago shows up within half a minute), other errors are not
+// cached.
 func cached[T any](c *ttlCache, ttl time.Duration, key string, fn func() (T, error)) (T, error) {
-	if v, err, ok := c.get(key); ok {
-		if err != nil {
+	if e, ok := c.Get(key); ok {
+		if e.err != nil {
 			var zero T
-			return zero, err
+			return zero, e.err
 		}
-		return v.(T), nil
+		return e.val.(T), nil
 	}
-	v, err := fn()
-	switch {
-	case err == nil:
-		c.put(key, v, nil, ttl)
-	case isNotFound(err):
-		c.put(key, nil, err, min(ttl, negativeCacheTTL))
+	r := <-c.Do(key, func() (cacheEntry, error) {
+		v, err := fn()
+		switch {
+		case err == nil:
+			c.Put(key, cacheEntry{val: v}, ttl)
+		case isNotFound(err):
+			c.Put(key, cacheEntry{err: err}, min(ttl, negativeCacheTTL))
+		}
+		return cacheEntry{val: v}, err
+	})
+	if r.Err != nil {
+		var zero T
+		return zero, r.Err
 	}
-	return v, err
+	v, _ := r.Val.val.(T)
+	return v, nil
 }

@@ -307,42 +307,14 @@ func (b *backend) explain(ctx context.Context, op string, err error) *Error {
 	if e.Code != codes.Unavailable || errors.Is(e, ErrSealed) || errors.Is(e, ErrUninitialized) || ctx.Err() != nil {
 		return e
 	}
+	if f := b.failover(op, err); f != nil {
+		return f
+	}
 	if h := b.health(ctx); h != nil && h.Kind != nil {
 		h.Msg = op + ": " + h.Msg
 		return h
 	}
 	return e
-}
-
-// Health reads sys/health: nil when the server is initialised, unsealed and active (or a standby that forwards to
-// its active node); otherwise an Unavailable error naming the state (ErrSealed, ErrUninitialized, ErrStandby).
-func (b *backend) health(ctx context.Context) *Error {
-	if err := b.sess.lock(ctx); err != nil {
-		return mapBao(ctx, "sys/health", err)
-	}
-	if b.sess.client == nil {
-		c, err := b.sess.build()
-		if err != nil {
-			b.sess.unlock()
-			return mapBao(ctx, "sys/health", err)
-		}
-		b.sess.client = c
-	}
-	c := b.sess.client
-	b.sess.unlock()
-	h, err := c.Sys().HealthWithContext(ctx)
-	if err != nil {
-		return mapBao(ctx, "sys/health", err)
-	}
-	switch {
-	case !h.Initialized:
-		return &Error{Code: codes.Unavailable, Kind: keychain.ErrUnavailable, Cause: ErrUninitialized, Msg: "OpenBao is not initialised"}
-	case h.Sealed:
-		return &Error{Code: codes.Unavailable, Kind: keychain.ErrUnavailable, Cause: ErrSealed, Msg: "OpenBao is sealed"}
-	}
-	// A standby (429) or performance standby forwards or redirects requests to the active node, and the client
-	// follows redirects: nothing to report.
-	return nil
 }
 
 // binding is a tenant, its transit mount, and the OpenBao role the Account names (spec.auth.openBaoRole), if any.
@@ -392,6 +364,8 @@ type mountState struct {
 	Disabled []string          `json:"disabled,omitempty"`
 	Pending  map[string]int64  `json:"pending,omitempty"`
 	Trust    map[string]string `json:"trust,omitempty"`
+	// Byok: BYOK keys waiting for material, and outstanding import tokens (byok.go).
+	Byok map[string]*byokEntry `json:"byok,omitempty"`
 }
 
 const stateMarker = "apeiro-cmk keystore"

@@ -88,7 +88,14 @@ func mapBao(ctx context.Context, op string, err error) *Error {
 	if errors.As(err, &re) {
 		msg := strings.Join(re.Errors, "; ")
 		switch re.StatusCode {
-		case http.StatusServiceUnavailable:
+		case http.StatusServiceUnavailable, http.StatusInternalServerError:
+			if noActiveNode(msg) {
+				return &Error{Code: codes.Unavailable, Kind: keychain.ErrUnavailable, Cause: ErrStandby,
+					Msg: op + ": OpenBao standby has no active node to forward to (leader election in progress?)"}
+			}
+			if re.StatusCode == http.StatusInternalServerError {
+				return &Error{Code: codes.Unknown, Msg: fmt.Sprintf("%s: OpenBao answered 500: %s", op, trunc(msg))}
+			}
 			if strings.Contains(strings.ToLower(msg), "sealed") {
 				return &Error{Code: codes.Unavailable, Kind: keychain.ErrUnavailable, Msg: op + ": OpenBao is sealed", Cause: ErrSealed}
 			}

@@ -32,6 +32,10 @@ type transitKey struct {
 	MinDecryption   int
 	DeletionAllowed bool
 	Versions        map[int]time.Time
+	// Imported: the material came from ImportKeyMaterial (BYOK); new material is a new imported version.
+	Imported bool
+	// PendingImport: a BYOK key recorded by CreateKey that has no material (and no transit key) yet.
+	PendingImport bool
 }
 
 func algorithmOf(t string) operationsv1.KeyAlgorithm {
@@ -101,6 +105,7 @@ func (b *backend) readKey(ctx context.Context, bd *binding, name string) (*trans
 	k.Latest = intOf(d["latest_version"])
 	k.MinDecryption = intOf(d["min_decryption_version"])
 	k.DeletionAllowed, _ = d["deletion_allowed"].(bool)
+	k.Imported, _ = d["imported_key"].(bool)
 	if vs, ok := d["keys"].(map[string]any); ok {
 		for v, raw := range vs {
 			n, err := strconv.Atoi(v)
@@ -123,9 +128,13 @@ func (b *backend) readKey(ctx context.Context, bd *binding, name string) (*trans
 }
 
 // statusOf is the key's state under the mount state.
-func statusOf(st *mountState, name string) string {
+func statusOf(st *mountState, k *transitKey) string {
+	name := k.Name
 	if _, ok := st.Pending[name]; ok {
 		return StatePendingDeletion
+	}
+	if k.PendingImport {
+		return StatePendingImport
 	}
 	if st.disabled(name) {
 		return StateDisabled
@@ -158,10 +167,14 @@ func (b *backend) purgeIfDue(ctx context.Context, bd *binding, st *mountState, n
 	if _, err := b.do(ctx, bd, "deleting key "+bd.mount+"/"+name, func(l logical) (*bao.Secret, error) {
 		return l.DeleteWithContext(ctx, bd.mount+"/keys/"+name)
 	}); err != nil {
-		return false, err
+		// A BYOK key deleted before its material arrived has no transit key: only the record goes.
+		if e, ok := err.(*Error); !ok || e.Code != codes.NotFound || st.Byok[name] == nil {
+			return false, err
+		}
 	}
 	err := b.updateState(ctx, bd, func(s *mountState) error {
 		delete(s.Pending, name)
+		delete(s.Byok, name)
 		s.setDisabled(name, false)
 		return nil
 	})

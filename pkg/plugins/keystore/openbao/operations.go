@@ -95,6 +95,9 @@ func (b *backend) lookup(ctx context.Context, p *operationsv1.RequestParameters)
 	}
 	k, err := b.readKey(ctx, bd, name)
 	if err != nil {
+		if e, ok := err.(*Error); ok && e.SDK == kserrors.StatusKeyNotFound && st.Byok[name] != nil {
+			return bd, st, pendingKey(name, st.Byok[name]), nil
+		}
 		return nil, nil, nil, err
 	}
 	return bd, st, k, nil
@@ -109,7 +112,7 @@ func (o *Operations) GetKey(ctx context.Context, req *operationsv1.GetKeyRequest
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	s := statusOf(st, k.Name)
+	s := statusOf(st, k)
 	resp := &operationsv1.GetKeyResponse{KeyId: k.Name, Algorithm: algorithmOf(k.Type), Status: s, Usage: "ENCRYPT_DECRYPT"}
 	if vs := versions(k, s); len(vs) > 0 {
 		resp.LatestKeyVersionId = vs[len(vs)-1].VersionId
@@ -127,7 +130,7 @@ func (o *Operations) GetKeyVersions(ctx context.Context, req *keyversions.GetKey
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	return &keyversions.GetKeyVersionsResponse{Versions: versions(k, statusOf(st, k.Name))}, nil
+	return &keyversions.GetKeyVersionsResponse{Versions: versions(k, statusOf(st, k))}, nil
 }
 
 // CreateKey creates a SYSTEM_MANAGED transit key in the tenant's mount (OpenBao generates the material). An id
@@ -151,13 +154,11 @@ func (b *backend) createKey(ctx context.Context, req *operationsv1.CreateKeyRequ
 		return nil, invalidArg("algorithm", "unsupported key algorithm %s (AES256, RSA3072, RSA4096)", req.GetAlgorithm())
 	}
 	switch req.GetKeyType() {
-	case operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED:
-	case operationsv1.KeyType_KEY_TYPE_BYOK:
-		return nil, &Error{Code: codes.Unimplemented, Field: "keyType", Msg: "BYOK import into OpenBao transit is not supported by this plugin yet; create a SYSTEM_MANAGED key"}
+	case operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED, operationsv1.KeyType_KEY_TYPE_BYOK:
 	case operationsv1.KeyType_KEY_TYPE_HYOK:
 		return nil, invalidArg("keyType", "HYOK keys are not created by the platform")
 	default:
-		return nil, invalidArg("keyType", "key_type is required (SYSTEM_MANAGED)")
+		return nil, invalidArg("keyType", "key_type is required (SYSTEM_MANAGED or BYOK)")
 	}
 	if r := req.GetRegion(); r != "" && r != b.cfg.Region {
 		return nil, invalidArg("region", "region %q is not this OpenBao keystore's region %q", trunc(r), b.cfg.Region)
@@ -171,13 +172,20 @@ func (b *backend) createKey(ctx context.Context, req *operationsv1.CreateKeyRequ
 	if err := checkKeyName(name); err != nil {
 		return nil, err
 	}
-	if _, err := b.readState(ctx, bd); err != nil {
+	st, err := b.readState(ctx, bd)
+	if err != nil {
 		return nil, err
+	}
+	if st.Byok[name] != nil {
+		return nil, &Error{Code: codes.AlreadyExists, Field: "id", Msg: fmt.Sprintf("BYOK key %q already exists in mount %s (waiting for key material)", name, bd.mount)}
 	}
 	if _, err := b.readKey(ctx, bd, name); err == nil {
 		return nil, &Error{Code: codes.AlreadyExists, Field: "id", Msg: fmt.Sprintf("transit key %q already exists in mount %s", name, bd.mount)}
 	} else if e, ok := err.(*Error); !ok || e.SDK != kserrors.StatusKeyNotFound {
 		return nil, err
+	}
+	if req.GetKeyType() == operationsv1.KeyType_KEY_TYPE_BYOK {
+		return b.createBYOK(ctx, bd, name, typ)
 	}
 	if _, err := b.do(ctx, bd, "creating key "+bd.mount+"/"+name, func(l logical) (*bao.Secret, error) {
 		return l.WriteWithContext(ctx, bd.mount+"/keys/"+name, map[string]any{"type": typ})
@@ -206,6 +214,13 @@ func (o *Operations) DeleteKey(ctx context.Context, req *operationsv1.DeleteKeyR
 		return nil, grpcErr(err)
 	}
 	if _, ok := st.Pending[k.Name]; ok {
+		return &operationsv1.DeleteKeyResponse{}, nil
+	}
+	if k.PendingImport {
+		// No material, nothing on the server and nothing encrypted under it: the record goes at once.
+		if err := b.updateState(ctx, bd, func(s *mountState) error { delete(s.Byok, k.Name); return nil }); err != nil {
+			return nil, grpcErr(err)
+		}
 		return &operationsv1.DeleteKeyResponse{}, nil
 	}
 	if _, err := b.do(ctx, bd, "allowing deletion of "+bd.mount+"/"+k.Name, func(l logical) (*bao.Secret, error) {
@@ -254,20 +269,13 @@ func (o *Operations) setEnabled(ctx context.Context, p *operationsv1.RequestPara
 	if _, ok := st.Pending[k.Name]; ok {
 		return disabledErr("key %s/%s is pending deletion and cannot be %s", bd.mount, k.Name, map[bool]string{true: "enabled", false: "disabled"}[on])
 	}
+	if k.PendingImport {
+		return &Error{Code: codes.FailedPrecondition, Field: "keyId", Msg: fmt.Sprintf("key %s/%s is waiting for its key material (ImportKeyMaterial)", bd.mount, k.Name)}
+	}
 	return b.updateState(ctx, bd, func(s *mountState) error {
 		s.setDisabled(k.Name, !on)
 		return nil
 	})
-}
-
-// GetImportParameters: BYOK import is not offered (see CreateKey).
-func (o *Operations) GetImportParameters(context.Context, *operationsv1.GetImportParametersRequest) (*operationsv1.GetImportParametersResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "BYOK import into OpenBao transit is not supported by this plugin yet")
-}
-
-// ImportKeyMaterial: see GetImportParameters.
-func (o *Operations) ImportKeyMaterial(context.Context, *operationsv1.ImportKeyMaterialRequest) (*operationsv1.ImportKeyMaterialResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "BYOK import into OpenBao transit is not supported by this plugin yet")
 }
 
 // ValidateKey checks key attributes without calling the server.
@@ -276,8 +284,8 @@ func (o *Operations) ValidateKey(_ context.Context, req *operationsv1.ValidateKe
 	bad := func(f string, a ...any) (*operationsv1.ValidateKeyResponse, error) {
 		return &operationsv1.ValidateKeyResponse{IsValid: false, Message: fmt.Sprintf(f, a...)}, nil
 	}
-	if req.GetKeyType() != operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED {
-		return bad("key type: only SYSTEM_MANAGED keys are supported by the OpenBao keystore")
+	if kt := req.GetKeyType(); kt != operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED && kt != operationsv1.KeyType_KEY_TYPE_BYOK {
+		return bad("key type: only SYSTEM_MANAGED and BYOK keys are supported by the OpenBao keystore")
 	}
 	if _, ok := keyTypeOf(req.GetAlgorithm()); !ok {
 		return bad("algorithm: unsupported key algorithm %s (AES256, RSA3072, RSA4096)", req.GetAlgorithm())

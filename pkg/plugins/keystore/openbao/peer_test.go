@@ -105,6 +105,7 @@ func contractConfig(p *peer) contracttest.Config {
 			operationsv1.KeyAlgorithm_KEY_ALGORITHM_AES256,
 			operationsv1.KeyAlgorithm_KEY_ALGORITHM_RSA3072,
 		},
+		WrapKeyMaterial: wrapForImport,
 		CryptoAccessData: func(keyAccess *structpb.Struct, _ string) map[string]any {
 			return map[string]any{"tenant": keyAccess.GetFields()["tenant"].GetStringValue()}
 		},
@@ -127,8 +128,8 @@ func TestContractOperations(t *testing.T) {
 	contracttest.RunOperations(t, contractConfig(startPeer(t, "1h")))
 }
 
-// TestCMKCompat drives the plugins the way a stock CMK does, in both load modes. BYOK import is not offered by this
-// backend (CreateKey(BYOK) is Unimplemented; docs/keystore-openbao.md), hence NoBYOK.
+// TestCMKCompat drives the plugins the way a stock CMK does, in both load modes, including the BYOK import round
+// trip (CKM_RSA_AES_KEY_WRAP under the tenant mount's transit wrapping key).
 func TestCMKCompat(t *testing.T) {
 	p := startPeer(t, "1h")
 	cmkcompat.RunKeystore(t, cmkcompat.Keystore{
@@ -138,7 +139,6 @@ func TestCMKCompat(t *testing.T) {
 		Operations: plugintest.Spec{YAML: p.yaml, Package: binaryPkg, Args: []string{"operations"},
 			BuiltIn: func() catalog.BuiltInPlugin { return openbao.NewOperationsBuiltIn("OPENBAO") }},
 		Regions: []host.SupportedRegion{{Name: "Europe (Frankfurt)", TechnicalName: region}},
-		NoBYOK:  true,
 	})
 }
 

@@ -63,7 +63,7 @@ func (w *Wrapper) usable(ctx context.Context, config *structpb.Struct, keyID str
 	if err != nil {
 		return nil, err
 	}
-	switch statusOf(st, keyID) {
+	switch statusOf(st, &transitKey{Name: keyID}) {
 	case StateDisabled:
 		return nil, disabledErr("key %s/%s is disabled", bd.mount, keyID)
 	case StatePendingDeletion:
@@ -191,8 +191,15 @@ func (w *Wrapper) Rotate(ctx context.Context, config *structpb.Struct, keyID str
 	if err != nil {
 		return "", err
 	}
-	if _, err := w.be.readKey(ctx, bd, keyID); err != nil {
+	k, err := w.be.readKey(ctx, bd, keyID)
+	if err != nil {
 		return "", err
+	}
+	if k.Imported {
+		// Transit would generate the new version itself, which is not the customer's material: a BYOK key gets a
+		// new version only by importing one.
+		return "", &Error{Code: codes.FailedPrecondition, Field: "keyId", Kind: keychain.ErrUnsupported,
+			Msg: fmt.Sprintf("key %s/%s holds imported (BYOK) material: rotate it by importing new material (GetImportParameters + ImportKeyMaterial)", bd.mount, keyID)}
 	}
 	if _, err := w.be.do(ctx, bd, "rotating "+bd.mount+"/"+keyID, func(l logical) (*bao.Secret, error) {
 		return l.WriteWithContext(ctx, bd.mount+"/keys/"+keyID+"/rotate", map[string]any{})
@@ -272,8 +279,9 @@ func (w *Wrapper) DataKey(ctx context.Context, config *structpb.Struct, keyID st
 	return key, wr, nil
 }
 
-// Health reports the server's sys/health state: nil when usable, else an Unavailable error naming sealed /
-// uninitialised (errors.Is ErrSealed / ErrUninitialized).
+// Health reports the server's sys/health state: nil when usable (active, or a standby that has an active node to
+// forward to), else an Unavailable error naming sealed / uninitialised / standby without an active node (errors.Is
+// ErrSealed / ErrUninitialized / ErrStandby).
 func (w *Wrapper) Health(ctx context.Context) error {
 	ctx, cancel := w.be.withBudget(ctx)
 	defer cancel()
