@@ -114,6 +114,10 @@ func runKCP(ctx context.Context, o options) error {
 	if err := mgr.Add(ctrls); err != nil {
 		return err
 	}
+	// The alert handler, across workspaces (cmd/webhook/kcpalerts.go).
+	if err := setupKCPAlerts(mgr, o, base, graph, watcher.HasSynced); err != nil {
+		return err
+	}
 	var perms admission.Permissions = admission.RBACDelegated{}
 	if o.tenantGroups != "" {
 		perms = admission.TenantGroups{Prefix: o.tenantGroups, Bypass: splitList(o.bypassGroups), BypassUsers: splitList(o.bypassUsers)}

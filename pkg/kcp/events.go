@@ -165,3 +165,7 @@ func (w *WorkspaceClients) Client(cluster string) (client.Client, error) {
 	}
 	return cl, nil
 }
+
+// Locate returns the logical cluster of an object of EventsListWatch / WebHookNotificationsListWatch and its name
+// as in its workspace.
+func Locate(o metav1.Object) (cluster, name string) { return ClusterOf(o), UnqualifiedName(o) }

@@ -19,6 +19,8 @@ var clientAllowlist = map[string]string{
 	"pkg/netguard/client.go": "NewClient itself: the one place that assembles the guarded transport",
 	"pkg/alerts/amclient/client.go": "Alertmanager is named by the operator (flag or plugin YAML), never by a tenant, " +
 		"and is an in-cluster service by design, so the public-address rule cannot apply; tenant webhooks go through NewClient",
+	"pkg/identity/identitytest/hydra.go": "test helper only (imported by tests): drives the local Hydra peer on loopback " +
+		"through its login and consent flow, which needs a cookie jar and no redirect following",
 }
 
 // TestNoHandBuiltHTTPClients fails when a package under pkg/ or cmd/ constructs an http.Client or

@@ -208,6 +208,7 @@ func TestPlatformMeshOnKCP(t *testing.T) {
 	})
 
 	t.Run("key-chain", func(t *testing.T) { checkKeyChain(t, ctx, s, w, chain) })
+	t.Run("alerts", func(t *testing.T) { checkAlertsOnKCP(t, ctx, s, w, graph, chain) }) // test/kcp/alerts_test.go
 
 	t.Run("mesh-config-live", func(t *testing.T) {
 		if err := kcpserver.PutMeshConfig(ctx, s.Base, w.Platform, "default", "platform-mesh", kcptest.MeshConfig+"  - name: ap-south\n"); err != nil {
