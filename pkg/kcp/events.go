@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -15,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -45,10 +48,90 @@ func EventsListWatch(base *rest.Config) (toolscache.ListerWatcher, error) {
 }
 
 // WebHookNotificationsListWatch lists and watches WebHookNotifications in every workspace; items are
-// *cmkv1.WebHookNotification with qualified names.
-func WebHookNotificationsListWatch(base *rest.Config) (toolscache.ListerWatcher, error) {
-	return typedListWatch(base, WebHookNotificationsGVR, "", func() runtime.Object { return &cmkv1.WebHookNotification{} },
-		func() runtime.Object { return &cmkv1.WebHookNotificationList{} })
+// *cmkv1.WebHookNotification with qualified names. kcp serves a CustomResource across workspaces as metadata only
+// (each workspace may define its own schema), so the watch runs on metadata and every added or changed object is
+// read in full from its own workspace (targets change rarely; each read is bounded by timeout).
+func WebHookNotificationsListWatch(base *rest.Config, timeout time.Duration) (toolscache.ListerWatcher, error) {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	mc, err := metadata.NewForConfig(Wildcard(base))
+	if err != nil {
+		return nil, fmt.Errorf("kcp wildcard metadata client: %w", err)
+	}
+	ri := mc.Resource(WebHookNotificationsGVR)
+	full := func(ctx context.Context, m *metav1.PartialObjectMetadata) (*cmkv1.WebHookNotification, error) {
+		lc := ClusterOf(m)
+		if lc == "" {
+			return nil, fmt.Errorf("WebHookNotification %s carries no logical cluster", m.Name)
+		}
+		dc, err := dynamic.NewForConfig(ForCluster(base, lc))
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		u, err := dc.Resource(WebHookNotificationsGVR).Namespace(m.Namespace).Get(ctx, m.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		var w cmkv1.WebHookNotification
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &w, false); err != nil {
+			return nil, fmt.Errorf("decoding WebHookNotification %s/%s in %s: %w", m.Namespace, m.Name, lc, err)
+		}
+		w.ManagedFields = nil
+		if w.Annotations == nil {
+			w.Annotations = map[string]string{}
+		}
+		w.Annotations[AnnotationCluster] = lc
+		qualify(&w)
+		return &w, nil
+	}
+	return &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			l, err := ri.List(ctx, o)
+			if apierrors.IsNotFound(err) {
+				return &cmkv1.WebHookNotificationList{}, nil // no workspace defines the kind yet
+			}
+			if err != nil {
+				return nil, err
+			}
+			out := &cmkv1.WebHookNotificationList{ListMeta: metav1.ListMeta{ResourceVersion: l.ResourceVersion}}
+			for i := range l.Items {
+				w, err := full(ctx, &l.Items[i])
+				if err != nil {
+					continue // gone meanwhile, or unreadable: the next change to it brings it back
+				}
+				out.Items = append(out.Items, *w)
+			}
+			return out, nil
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			wi, err := ri.Watch(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return watch.Filter(wi, func(e watch.Event) (watch.Event, bool) {
+				m, ok := e.Object.(*metav1.PartialObjectMetadata)
+				if !ok || e.Type == watch.Error {
+					return e, true
+				}
+				// Bookmarks (the end of a streamed initial list among them) must carry the informer's type too.
+				if e.Type == watch.Deleted || e.Type == watch.Bookmark {
+					w := &cmkv1.WebHookNotification{ObjectMeta: *m.ObjectMeta.DeepCopy()}
+					qualify(w)
+					e.Object = w
+					return e, true
+				}
+				w, err := full(ctx, m)
+				if err != nil {
+					return e, false
+				}
+				e.Object = w
+				return e, true
+			}), nil
+		},
+	}, nil
 }
 
 // typedListWatch reads through the dynamic client (kcp's wildcard endpoints speak plain JSON) and hands the
@@ -106,10 +189,10 @@ func typedListWatch(base *rest.Config, gvr schema.GroupVersionResource, fieldSel
 			}
 			return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
 				u, ok := e.Object.(*unstructured.Unstructured)
-				if !ok || e.Type == watch.Bookmark || e.Type == watch.Error {
+				if !ok || e.Type == watch.Error {
 					return e, true
 				}
-				obj, err := convert(u)
+				obj, err := convert(u) // bookmarks too: the informer refuses objects of another type
 				if err != nil {
 					return e, false
 				}

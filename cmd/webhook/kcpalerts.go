@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/apeirora/apeiro-cmk/pkg/alerts"
+	"github.com/apeirora/apeiro-cmk/pkg/alerts/amclient"
+	"github.com/apeirora/apeiro-cmk/pkg/kcp"
+	"github.com/apeirora/apeiro-cmk/pkg/netguard"
+)
+
+// setupKCPAlerts is setupAlerts for kcp mode: the same handler, Alertmanager sender and tenant webhook dispatcher
+// (same flags), fed by cross-workspace watches of Events and WebHookNotifications. A tenant is the tenant of the
+// workspace an Event or a WebHookNotification lives in; signing Secrets and status live in the target's workspace.
+func setupKCPAlerts(mgr manager.Manager, o options, base *rest.Config, graph *kcp.Graph, synced func() bool) error {
+	a := o.alerts
+	if !a.enabled {
+		return nil
+	}
+	log := ctrl.Log.WithName("alerts")
+	m := alerts.NewMetrics(metrics.Registry)
+	h := &alerts.Handler{Log: log, Metrics: m}
+	if a.amURL != "" {
+		c, err := amclient.New(amclient.Options{URL: a.amURL, CAFile: a.amCAFile, BearerTokenFile: a.amTokenFile})
+		if err != nil {
+			return fmt.Errorf("--alertmanager-url: %w", err)
+		}
+		h.AM = alerts.NewAMSink(alerts.AMOptions{Poster: c, GeneratorBase: a.generatorURL, QueueSize: a.queueSize, Log: log.WithName("alertmanager"), Metrics: m})
+		if err := mgr.Add(manager.RunnableFunc(h.AM.Run)); err != nil {
+			return err
+		}
+	}
+	ws, err := kcp.NewWorkspaceClients(base)
+	if err != nil {
+		return err
+	}
+	h.Webhooks = alerts.NewDispatcher(alerts.WebhookOptions{
+		Client:  netguard.NewClient(netguard.ClientOptions{Timeout: a.whTimeout, MaxRedirects: -1, MaxResponseBytes: a.whMaxResponseLen}),
+		Secrets: alerts.KCPSecrets{Workspaces: ws}, Status: alerts.KCPStatus{Workspaces: ws},
+		DeadLetter: h.DeadLetter, Attempts: a.whAttempts, Rate: a.whRate, Burst: max(1, int(2*a.whRate)),
+		Concurrency: a.whConcurrency, QueuePerTarget: a.whQueue, Log: log.WithName("webhooks"), Metrics: m,
+	})
+	if err := mgr.Add(manager.RunnableFunc(h.Webhooks.Run)); err != nil {
+		return err
+	}
+	events, err := kcp.EventsListWatch(base)
+	if err != nil {
+		return err
+	}
+	targets, err := kcp.WebHookNotificationsListWatch(base, 0)
+	if err != nil {
+		return err
+	}
+	return mgr.Add(&alerts.KCPSource{Events: events, Targets: targets, Locate: kcp.Locate, Tenants: graph, Synced: synced,
+		Handler: h, ReportingControllers: splitList(a.sources), ReplayWindow: a.replayWindow, Log: log.WithName("events")})
+}
