@@ -60,9 +60,22 @@ func NewCA(commonName string, validity time.Duration) (*CA, error) {
 
 // IssueServing issues a TLS server certificate for the given IPs and DNS names.
 func (ca *CA) IssueServing(commonName string, ips []net.IP, dnsNames []string, validity time.Duration) (*KeyPair, error) {
+	return ca.issueLeaf("serving", commonName, validity, x509.ExtKeyUsageServerAuth, func(t *x509.Certificate) {
+		t.IPAddresses, t.DNSNames = ips, dnsNames
+	})
+}
+
+// IssueClient issues a TLS client certificate (for example the one kube-apiserver presents to admission webhooks
+// that verify their callers).
+func (ca *CA) IssueClient(commonName string, validity time.Duration) (*KeyPair, error) {
+	return ca.issueLeaf("client", commonName, validity, x509.ExtKeyUsageClientAuth, nil)
+}
+
+// issueLeaf signs a fresh P-256 leaf for one extended key usage; what names it in errors ("serving", "client").
+func (ca *CA) issueLeaf(what, commonName string, validity time.Duration, usage x509.ExtKeyUsage, edit func(*x509.Certificate)) (*KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generating serving key: %w", err)
+		return nil, fmt.Errorf("generating %s key: %w", what, err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -71,17 +84,18 @@ func (ca *CA) IssueServing(commonName string, ips []net.IP, dnsNames []string, v
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  ips,
-		DNSNames:     dnsNames,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+	}
+	if edit != nil {
+		edit(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("signing serving certificate: %w", err)
+		return nil, fmt.Errorf("signing %s certificate: %w", what, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("encoding serving key: %w", err)
+		return nil, fmt.Errorf("encoding %s key: %w", what, err)
 	}
 	return &KeyPair{
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
