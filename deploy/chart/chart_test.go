@@ -189,19 +189,7 @@ func normalizeStrings(v any) {
 // compare returns one line per difference between the chart's and kustomize's objects (empty: lockstep holds).
 func compare(chart, kust map[string]map[string]any) []string {
 	var diffs []string
-	keys := map[string]bool{}
-	for k := range chart {
-		keys[k] = true
-	}
-	for k := range kust {
-		keys[k] = true
-	}
-	sorted := make([]string, 0, len(keys))
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
-	for _, k := range sorted {
+	for _, k := range unionKeys(chart, kust) {
 		c, inChart := chart[k]
 		s, inKust := kust[k]
 		switch {
@@ -219,6 +207,21 @@ func compare(chart, kust map[string]map[string]any) []string {
 	return diffs
 }
 
+// unionKeys is the keys of a and b, sorted, so differences are reported in a stable order.
+func unionKeys[V any](a, b map[string]V) []string {
+	keys := make([]string, 0, len(a)+len(b))
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // diffValues lists the paths at which a (chart) and b (kustomize) differ.
 func diffValues(path string, a, b any) []string {
 	switch av := a.(type) {
@@ -228,19 +231,7 @@ func diffValues(path string, a, b any) []string {
 			break
 		}
 		var out []string
-		keys := map[string]bool{}
-		for k := range av {
-			keys[k] = true
-		}
-		for k := range bv {
-			keys[k] = true
-		}
-		sorted := make([]string, 0, len(keys))
-		for k := range keys {
-			sorted = append(sorted, k)
-		}
-		sort.Strings(sorted)
-		for _, k := range sorted {
+		for _, k := range unionKeys(av, bv) {
 			out = append(out, diffValues(path+"."+k, av[k], bv[k])...)
 		}
 		return out
@@ -288,6 +279,12 @@ func kustomize(t *testing.T, deployCopy, overlay string) map[string]map[string]a
 		t.Fatal(err)
 	}
 	return parseObjects(t, out)
+}
+
+// staticFlags are the helm flags of certificates.mode=static with the given PEM files.
+func staticFlags(ca, crt, key string) []string {
+	return []string{"--set", "certificates.mode=static", "--set-file", "certificates.static.caCrt=" + ca,
+		"--set-file", "certificates.static.tlsCrt=" + crt, "--set-file", "certificates.static.tlsKey=" + key}
 }
 
 // staticCerts writes ca.crt, tls.crt and tls.key into dir.
@@ -369,8 +366,7 @@ components: [../../components/openkcm-tenant, ../../components/client-cert-verif
 	}{
 		{"cert-manager", nil}, // the chart's default
 		{"components-lockstep", []string{"--set", "webhook.openkcmTenant=true", "--set", "webhook.clientCAConfigMap=apeiro-cmk-apiserver-client-ca"}},
-		{"static-certs", []string{"--set", "certificates.mode=static", "--set-file", "certificates.static.caCrt=" + ca,
-			"--set-file", "certificates.static.tlsCrt=" + crt, "--set-file", "certificates.static.tlsKey=" + key}},
+		{"static-certs", staticFlags(ca, crt, key)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.overlay, func(t *testing.T) {
@@ -447,7 +443,7 @@ func TestHelmLint(t *testing.T) {
 	ca, crt, key := staticCerts(t, t.TempDir())
 	for name, flags := range map[string][]string{
 		"defaults": nil,
-		"static":   {"--set", "certificates.mode=static", "--set-file", "certificates.static.caCrt=" + ca, "--set-file", "certificates.static.tlsCrt=" + crt, "--set-file", "certificates.static.tlsKey=" + key},
+		"static":   staticFlags(ca, crt, key),
 		"external": {"-f", filepath.Join(chartDir, "profiles", "external.yaml")},
 		"kcp":      {"--set", "mode=kcp", "--set", "kcp.kubeconfigSecret=kcp-kubeconfig"},
 	} {
@@ -684,19 +680,25 @@ func TestRenderedProfileLoads(t *testing.T) {
 		}
 		return cfgs
 	}
-	t.Run("external", func(t *testing.T) {
-		want := load(t, filepath.Join(root, "profiles", "apeiro-profile", "config.external.yaml"))
-		for i := range want {
-			want[i].Path = "/plugins/" + filepath.Base(want[i].Path)
-		}
-		if got := rendered(t); !reflect.DeepEqual(got, want) {
-			t.Errorf("rendered external profile differs from config.external.yaml:\n got %+v\nwant %+v", got, want)
-		}
-	})
-	t.Run("builtin", func(t *testing.T) {
-		want := load(t, filepath.Join(root, "profiles", "apeiro-profile", "config.yaml"))
-		if got := rendered(t, "--set", "plugins.mode=builtin"); !reflect.DeepEqual(got, want) {
-			t.Errorf("rendered builtin profile differs from config.yaml:\n got %+v\nwant %+v", got, want)
-		}
-	})
+	for _, tc := range []struct {
+		mode    string
+		profile string // under profiles/apeiro-profile
+		flags   []string
+		binDir  string // "": paths as in the profile; else every binary is expected under this directory
+	}{
+		{mode: "external", profile: "config.external.yaml", binDir: "/plugins"},
+		{mode: "builtin", profile: "config.yaml", flags: []string{"--set", "plugins.mode=builtin"}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			want := load(t, filepath.Join(root, "profiles", "apeiro-profile", tc.profile))
+			for i := range want {
+				if tc.binDir != "" {
+					want[i].Path = tc.binDir + "/" + filepath.Base(want[i].Path)
+				}
+			}
+			if got := rendered(t, tc.flags...); !reflect.DeepEqual(got, want) {
+				t.Errorf("rendered %s profile differs from %s:\n got %+v\nwant %+v", tc.mode, tc.profile, got, want)
+			}
+		})
+	}
 }

@@ -6,10 +6,6 @@ package apeiroprofile_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,7 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/openkcm/plugin-sdk/pkg/catalog"
-	certificate_issuerv1 "github.com/openkcm/plugin-sdk/proto/plugin/certificate_issuer/v1"
 	identity_managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/identity_management/v1"
 	commonv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/common/v1"
 	managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/management/v1"
@@ -33,6 +28,7 @@ import (
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/cmkcompat"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/plugintest"
+	"github.com/apeirora/apeiro-cmk/profiles/apeiro-profile/profiletest"
 )
 
 func TestMain(m *testing.M) { plugintest.Main(m) }
@@ -228,22 +224,7 @@ func callEvery(t *testing.T, p *host.Plugins, loaded []catalog.PluginConfig) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			key, err := rsa.GenerateKey(rand.Reader, 3072)
-			if err != nil {
-				t.Fatal(err)
-			}
-			keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-			resp, err := ci.GetCertificate(ctx, &certificate_issuerv1.GetCertificateRequest{
-				CommonName: "cmk-tenant-1", Locality: []string{"eu-central-1"},
-				Validity:   &certificate_issuerv1.GetCertificateValidity{Value: 7, Type: certificate_issuerv1.ValidityType_VALIDITY_TYPE_DAYS},
-				PrivateKey: &certificate_issuerv1.PrivateKey{Data: keyPEM},
-			})
-			if err != nil {
-				t.Fatalf("GetCertificate: %v", err)
-			}
-			if block, _ := pem.Decode([]byte(resp.GetCertificateChain())); block == nil {
-				t.Fatalf("certificate_chain is not PEM")
-			}
+			profiletest.IssueCertificate(ctx, t, ci, "cmk-tenant-1", "eu-central-1")
 		})
 	}
 	if has(host.TypeSystemInformation) {

@@ -2,10 +2,6 @@ package dod
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -15,7 +11,6 @@ import (
 
 	"google.golang.org/grpc/status"
 
-	certificate_issuerv1 "github.com/openkcm/plugin-sdk/proto/plugin/certificate_issuer/v1"
 	identity_managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/identity_management/v1"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
 	notificationv1 "github.com/openkcm/plugin-sdk/proto/plugin/notification/v1"
@@ -24,6 +19,7 @@ import (
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/builtin"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
 	"github.com/apeirora/apeiro-cmk/profiles"
+	"github.com/apeirora/apeiro-cmk/profiles/apeiro-profile/profiletest"
 )
 
 // TestDoDApeiroProfile: "a valid config.yaml profile named apeiro-profile is created to load this specific set of
@@ -79,27 +75,7 @@ func TestDoDApeiroProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := rsa.GenerateKey(rand.Reader, 3072)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	cert, err := ci.GetCertificate(ctx, &certificate_issuerv1.GetCertificateRequest{
-		CommonName: "dod-tenant", Locality: []string{"eu-central"},
-		Validity:   &certificate_issuerv1.GetCertificateValidity{Value: 7, Type: certificate_issuerv1.ValidityType_VALIDITY_TYPE_DAYS},
-		PrivateKey: &certificate_issuerv1.PrivateKey{Data: keyPEM},
-	})
-	if err != nil {
-		t.Fatalf("certificate issuer GetCertificate: %v", err)
-	}
-	block, _ := pem.Decode([]byte(cert.GetCertificateChain()))
-	if block == nil {
-		t.Fatal("certificate issuer returned no PEM certificate")
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf := profiletest.IssueCertificate(ctx, t, ci, "dod-tenant", "eu-central")
 	var uris []string
 	for _, u := range leaf.URIs {
 		uris = append(uris, u.String())

@@ -3,39 +3,32 @@ package aws
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"regexp"
 	"strings"
-	"sync/atomic"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	commonv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/common/v1"
 	managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/management/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/ksop"
 )
 
 // Tags and names on keystore roles created by CreateKeystore.
 const (
-	tagKeystore     = "apeiro-cmk:keystore"
-	tagTrustPrefix  = "apeiro-cmk:trust:"
-	kmsPolicyName   = "apeiro-cmk-kms"
-	FieldTrustID    = "trustId"
-	FieldTrustType  = "trustType"
-	FieldSubject    = "subject"
-	maxSubjectBytes = 1024
+	tagKeystore    = "apeiro-cmk:keystore"
+	tagTrustPrefix = "apeiro-cmk:trust:"
+	kmsPolicyName  = "apeiro-cmk-kms"
+	FieldTrustID   = ksop.FieldTrustID
+	FieldTrustType = "trustType"
+	FieldSubject   = "subject"
 )
-
-var trustIDRE = regexp.MustCompile(`^(management|crypto)-[0-9a-f]{16}$`)
 
 // TrustPolicy is the trust policy of a tenant's (or keystore's) role: only the platform's IRSA role may assume it,
 // only with ExternalId = tenant, and it may tag the session only with tenant = <tenant>. Operators write exactly this
@@ -98,38 +91,20 @@ func policyJSON(statements ...map[string]any) string {
 // RemoveTrust record trusted certificate subjects as role tags; DeleteKeystore deletes the role.
 type Management struct {
 	managementv1.UnimplementedKeystoreProviderServer
-	configv1.UnimplementedConfigServer
-
-	be      atomic.Pointer[backend]
-	factory clientFactory
-	log     *slog.Logger
+	ksop.Host[*Config, backend] // Configure, Close and the current backend
 }
 
 // NewManagement returns a management plugin with the empty configuration.
 func NewManagement() *Management { return newManagement(defaultFactory()) }
 
 func newManagement(f clientFactory) *Management {
-	m := &Management{factory: f, log: slog.Default()}
-	cfg, _ := ParseConfig("")
-	m.be.Store(newBackend(cfg, f))
+	m := &Management{}
+	m.Init("aws", ksop.Provider, ParseConfig, f.build)
 	return m
 }
 
-// Configure implements configv1.ConfigServer.
-func (m *Management) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
-	cfg, err := ParseConfig(req.GetYamlConfiguration())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if len(cfg.warnings) > 0 {
-		m.log.Warn("aws keystore: ignored unknown configuration keys", "keys", cfg.warnings.String())
-	}
-	m.be.Store(newBackend(cfg, m.factory))
-	return &configv1.ConfigureResponse{BuildInfo: buildInfo("KeystoreProvider")}, nil
-}
-
-// Close implements io.Closer.
-func (m *Management) Close() error { return nil }
+// IgnoredKeys implements ksop.Config.
+func (c *Config) IgnoredKeys() keystoreconfig.Warnings { return c.warnings }
 
 // splitRoleName turns "a/b/name" into IAM's Path "/a/b/" and RoleName "name".
 func splitRoleName(n string) (path, name string) {
@@ -143,7 +118,7 @@ func splitRoleName(n string) (path, name string) {
 // CreateKeystore creates a keystore role (IAM CreateRole + the KMS permissions policy) in the platform's account.
 // A failure after CreateRole deletes the role again, so no half-created keystore remains.
 func (m *Management) CreateKeystore(ctx context.Context, _ *managementv1.CreateKeystoreRequest) (*managementv1.CreateKeystoreResponse, error) {
-	resp, err := m.be.Load().createKeystore(ctx)
+	resp, err := m.Load().createKeystore(ctx)
 	return resp, grpcErr(err)
 }
 
@@ -183,22 +158,8 @@ func (b *backend) createKeystore(ctx context.Context) (*managementv1.CreateKeyst
 		}
 		return nil, e
 	}
-	access := func() *commonv1.KeystoreInstanceConfig {
-		s, _ := structpb.NewStruct(map[string]any{FieldRoleARN: roleARN, FieldTenant: inst, FieldKeystoreID: inst})
-		return &commonv1.KeystoreInstanceConfig{Values: s}
-	}
-	locality := b.cfg.defaultRegion()
-	if len(regions) > 0 {
-		locality = regions[0].TechnicalName
-	}
-	resp := &managementv1.CreateKeystoreResponse{
-		RoleManagementConfig: &managementv1.ManagementConfig{LocalityId: locality, CommonName: inst, AccessData: access()},
-		KeyManagementConfig:  &managementv1.ManagementConfig{LocalityId: locality, CommonName: inst, AccessData: access()},
-	}
-	for _, r := range regions {
-		resp.SupportedRegions = append(resp.SupportedRegions, &managementv1.SupportedRegion{Name: r.Name, TechnicalName: r.TechnicalName})
-	}
-	return resp, nil
+	access := map[string]any{FieldRoleARN: roleARN, FieldTenant: inst, FieldKeystoreID: inst}
+	return ksop.KeystoreResponse(regions, b.cfg.defaultRegion(), inst, access), nil
 }
 
 // authKeystore checks management access data: the binding rules, then that the role is a keystore role of this
@@ -243,55 +204,44 @@ func isNotFound(e *Error) bool {
 // GrantTrust records a trusted certificate subject for the keystore as a role tag (key apeiro-cmk:trust:<id>, value
 // the region) and returns access data naming it for RemoveTrust.
 func (m *Management) GrantTrust(ctx context.Context, req *managementv1.GrantTrustRequest) (*managementv1.GrantTrustResponse, error) {
-	resp, err := m.be.Load().grantTrust(ctx, req)
+	resp, err := m.Load().grantTrust(ctx, req)
 	return resp, grpcErr(err)
 }
 
 func (b *backend) grantTrust(ctx context.Context, req *managementv1.GrantTrustRequest) (*managementv1.GrantTrustResponse, error) {
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	subject := strings.TrimSpace(req.GetSubject())
-	if subject == "" || len(subject) > maxSubjectBytes {
-		return nil, invalidArg("subject", "subject is required (at most %d bytes)", maxSubjectBytes)
+	tr, err := ksop.ParseGrant(req, invalidArg)
+	if err != nil {
+		return nil, err
 	}
-	var kind string
-	switch req.GetType() {
-	case managementv1.TrustType_TRUST_TYPE_MANAGEMENT:
-		kind = "management"
-	case managementv1.TrustType_TRUST_TYPE_CRYPTO:
-		kind = "crypto"
-	default:
-		return nil, invalidArg("type", "trust type is required (MANAGEMENT or CRYPTO)")
-	}
-	region := strings.TrimSpace(req.GetRegion())
-	if len(region) > 128 || strings.ContainsAny(region, ",;\"'") {
-		return nil, invalidArg("region", "region %q is not a region name", truncate(region))
+	if len(tr.Region) > 128 || strings.ContainsAny(tr.Region, ",;\"'") {
+		return nil, invalidArg("region", "region %q is not a region name", truncate(tr.Region))
 	}
 	p, bd, name, err := b.authKeystore(ctx, req.GetConfig().GetValues())
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(kind + "\x00" + subject + "\x00" + region))
-	id := kind + "-" + hex.EncodeToString(sum[:8])
-	if _, err := p.iam.TagRole(ctx, &iam.TagRoleInput{RoleName: sdkaws.String(name), Tags: []iamtypes.Tag{{Key: sdkaws.String(tagTrustPrefix + id), Value: sdkaws.String(region)}}}); err != nil {
+	id := tr.ID
+	if _, err := p.iam.TagRole(ctx, &iam.TagRoleInput{RoleName: sdkaws.String(name), Tags: []iamtypes.Tag{{Key: sdkaws.String(tagTrustPrefix + id), Value: sdkaws.String(tr.Region)}}}); err != nil {
 		return nil, mapAWS(ctx, "TagRole "+bd.role.String(), err)
 	}
-	ad, _ := structpb.NewStruct(map[string]any{FieldRoleARN: bd.role.String(), FieldTenant: bd.tenant, FieldTrustID: id, FieldTrustType: kind, FieldSubject: subject, FieldRegion: region})
+	ad, _ := structpb.NewStruct(map[string]any{FieldRoleARN: bd.role.String(), FieldTenant: bd.tenant, FieldTrustID: id, FieldTrustType: tr.Kind, FieldSubject: tr.Subject, FieldRegion: tr.Region})
 	return &managementv1.GrantTrustResponse{AccessData: ad}, nil
 }
 
 // RemoveTrust removes a subject recorded by GrantTrust (removing one that is gone already succeeds).
 func (m *Management) RemoveTrust(ctx context.Context, req *managementv1.RemoveTrustRequest) (*managementv1.RemoveTrustResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	p, bd, name, err := b.authKeystore(ctx, req.GetConfig().GetValues())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	id := str(req.GetAccessData(), FieldTrustID)
-	if !trustIDRE.MatchString(id) {
-		return nil, grpcErr(accessDataErr(FieldTrustID, "access_data.trustId %q is not a trust id from GrantTrust", truncate(id)))
+	id, err := ksop.TrustID(req.GetAccessData(), accessDataErr, truncate)
+	if err != nil {
+		return nil, grpcErr(err)
 	}
 	if r := str(req.GetAccessData(), FieldRoleARN); r != "" && r != bd.role.String() {
 		return nil, grpcErr(authErr(FieldRoleARN, "trust %s belongs to role %s, not %s", id, truncate(r), bd.role))
@@ -304,7 +254,7 @@ func (m *Management) RemoveTrust(ctx context.Context, req *managementv1.RemoveTr
 
 // DeleteKeystore deletes the keystore role (its policy first). Keys stay in KMS under their own deletion windows.
 func (m *Management) DeleteKeystore(ctx context.Context, req *managementv1.DeleteKeystoreRequest) (*managementv1.DeleteKeystoreResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	p, bd, name, err := b.authKeystore(ctx, req.GetConfig().GetValues())

@@ -7,10 +7,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -24,11 +22,10 @@ import (
 
 	kserrors "github.com/openkcm/plugin-sdk/pkg/plugin/keystore/errors"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
-	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keyversions"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/ksop"
 )
 
 // Key states as GetKey reports them (upper snake case of KMS KeyState, as the OpenKCM AWS plugin does).
@@ -68,11 +65,9 @@ type Operations struct {
 	// Unimplemented (not Unsafe) keeps this compiling when the SDK adds RPCs (v0.15 adds GetKeyVersions, implemented
 	// below as a Go method with the v0.15 shape).
 	operationsv1.UnimplementedKeystoreInstanceKeyOperationServer
-	configv1.UnimplementedConfigServer
+	ksop.Host[*Config, backend] // Configure, Close and the current backend
 
-	be      atomic.Pointer[backend]
 	factory clientFactory
-	log     *slog.Logger
 }
 
 // NewOperations returns an operations plugin with the empty configuration (IRSA from the environment, resolved on
@@ -80,34 +75,15 @@ type Operations struct {
 func NewOperations() *Operations { return newOperations(defaultFactory()) }
 
 func newOperations(f clientFactory) *Operations {
-	o := &Operations{factory: f, log: slog.Default()}
-	cfg, _ := ParseConfig("")
-	o.be.Store(newBackend(cfg, f))
+	o := &Operations{factory: f}
+	o.Init("aws", ksop.Operations, ParseConfig, f.build)
 	return o
 }
 
-func (o *Operations) backend() *backend { return o.be.Load() }
+// build is the backend on this factory's clients (what Configure installs).
+func (f clientFactory) build(cfg *Config) *backend { return newBackend(cfg, f) }
 
-// Configure implements configv1.ConfigServer; safe to call concurrently with RPCs (the backend is swapped whole).
-func (o *Operations) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
-	cfg, err := ParseConfig(req.GetYamlConfiguration())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if len(cfg.warnings) > 0 {
-		o.log.Warn("aws keystore: ignored unknown configuration keys", "keys", cfg.warnings.String())
-	}
-	o.be.Store(newBackend(cfg, o.factory))
-	return &configv1.ConfigureResponse{BuildInfo: buildInfo("KeystoreInstanceKeyOperation")}, nil
-}
-
-func buildInfo(t string) *string {
-	s := fmt.Sprintf(`{"plugin":"apeiro-keystore-aws","type":%q}`, t)
-	return &s
-}
-
-// Close implements io.Closer (Deinit). Clients hold no resources beyond idle connections.
-func (o *Operations) Close() error { return nil }
+func (o *Operations) backend() *backend { return o.Load() }
 
 func keyIDOf(p *operationsv1.RequestParameters) (string, error) {
 	id := strings.TrimSpace(p.GetKeyId())
@@ -115,6 +91,30 @@ func keyIDOf(p *operationsv1.RequestParameters) (string, error) {
 		return "", invalidArg("keyId", "key_id is required")
 	}
 	return id, nil
+}
+
+// keyOf resolves the request's key: the KMS client of the tenant's role and the key reference (checked against the
+// role's account and region).
+func (b *backend) keyOf(p *operationsv1.RequestParameters) (kmsAPI, KeyRef, error) {
+	id, err := keyIDOf(p)
+	if err != nil {
+		return nil, KeyRef{}, err
+	}
+	c, k, _, err := b.keyClient(p.GetConfig().GetValues(), id)
+	return c, k, err
+}
+
+// describeKey resolves the request's key and reads its metadata through the tenant's role.
+func (b *backend) describeKey(ctx context.Context, p *operationsv1.RequestParameters) (kmsAPI, *kmstypes.KeyMetadata, error) {
+	c, k, err := b.keyOf(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	md, err := b.describe(ctx, c, k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, md, nil
 }
 
 // describe returns the key's metadata through the tenant's role.
@@ -209,15 +209,7 @@ func (o *Operations) GetKey(ctx context.Context, req *operationsv1.GetKeyRequest
 func (b *backend) getKey(ctx context.Context, p *operationsv1.RequestParameters) (*operationsv1.GetKeyResponse, error) {
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	id, err := keyIDOf(p)
-	if err != nil {
-		return nil, err
-	}
-	c, k, _, err := b.keyClient(p.GetConfig().GetValues(), id)
-	if err != nil {
-		return nil, err
-	}
-	md, err := b.describe(ctx, c, k)
+	c, md, err := b.describeKey(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -240,15 +232,7 @@ func (o *Operations) GetKeyVersions(ctx context.Context, req *keyversions.GetKey
 	b := o.backend()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	id, err := keyIDOf(req.GetParameters())
-	if err != nil {
-		return nil, grpcErr(err)
-	}
-	c, k, _, err := b.keyClient(req.GetParameters().GetConfig().GetValues(), id)
-	if err != nil {
-		return nil, grpcErr(err)
-	}
-	md, err := b.describe(ctx, c, k)
+	c, md, err := b.describeKey(ctx, req.GetParameters())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
@@ -345,18 +329,11 @@ func (o *Operations) DeleteKey(ctx context.Context, req *operationsv1.DeleteKeyR
 	b := o.backend()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	window := b.cfg.deletionWindow()
-	if req.Window != nil {
-		window = req.GetWindow()
-	}
-	if window < minDeletionWindowDays || window > maxDeletionWindowDays {
-		return nil, grpcErr(invalidArg("window", "deletion window must be %d..%d days for AWS KMS, got %d", minDeletionWindowDays, maxDeletionWindowDays, window))
-	}
-	id, err := keyIDOf(req.GetParameters())
+	window, err := ksop.DeletionWindow(req, b.cfg.deletionWindow(), minDeletionWindowDays, maxDeletionWindowDays, " for AWS KMS", invalidArg)
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	c, k, _, err := b.keyClient(req.GetParameters().GetConfig().GetValues(), id)
+	c, k, err := b.keyOf(req.GetParameters())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
@@ -414,15 +391,11 @@ func (o *Operations) DisableKey(ctx context.Context, req *operationsv1.DisableKe
 func (b *backend) simple(ctx context.Context, p *operationsv1.RequestParameters, what string, call func(context.Context, kmsAPI, *string) error) error {
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	id, err := keyIDOf(p)
+	c, k, err := b.keyOf(p)
 	if err != nil {
 		return err
 	}
-	c, k, _, err := b.keyClient(p.GetConfig().GetValues(), id)
-	if err != nil {
-		return err
-	}
-	id, err = b.stateKeyID(ctx, c, k)
+	id, err := b.stateKeyID(ctx, c, k)
 	if err != nil {
 		return err
 	}
@@ -459,15 +432,7 @@ func (o *Operations) GetImportParameters(ctx context.Context, req *operationsv1.
 	if a := req.GetAlgorithm(); a != operationsv1.KeyAlgorithm_KEY_ALGORITHM_UNSPECIFIED && a != operationsv1.KeyAlgorithm_KEY_ALGORITHM_AES256 {
 		return nil, grpcErr(invalidArg("algorithm", "AWS KMS imports only AES256 key material, not %s", a))
 	}
-	id, err := keyIDOf(req.GetParameters())
-	if err != nil {
-		return nil, grpcErr(err)
-	}
-	c, k, _, err := b.keyClient(req.GetParameters().GetConfig().GetValues(), id)
-	if err != nil {
-		return nil, grpcErr(err)
-	}
-	md, err := b.describe(ctx, c, k)
+	c, md, err := b.describeKey(ctx, req.GetParameters())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
@@ -526,15 +491,7 @@ func (o *Operations) ImportKeyMaterial(ctx context.Context, req *operationsv1.Im
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	id, err := keyIDOf(req.GetParameters())
-	if err != nil {
-		return nil, grpcErr(err)
-	}
-	c, k, _, err := b.keyClient(req.GetParameters().GetConfig().GetValues(), id)
-	if err != nil {
-		return nil, grpcErr(err)
-	}
-	md, err := b.describe(ctx, c, k)
+	c, md, err := b.describeKey(ctx, req.GetParameters())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
@@ -598,9 +555,7 @@ func decodeMaterial(s string) ([]byte, error) {
 // native key id is a KMS key ARN in that region.
 func (o *Operations) ValidateKey(_ context.Context, req *operationsv1.ValidateKeyRequest) (*operationsv1.ValidateKeyResponse, error) {
 	cfg := o.backend().cfg
-	invalid := func(format string, args ...any) (*operationsv1.ValidateKeyResponse, error) {
-		return &operationsv1.ValidateKeyResponse{IsValid: false, Message: fmt.Sprintf(format, args...)}, nil
-	}
+	invalid := ksop.InvalidKey
 	kt := req.GetKeyType()
 	switch kt {
 	case operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED, operationsv1.KeyType_KEY_TYPE_BYOK, operationsv1.KeyType_KEY_TYPE_HYOK:
@@ -634,7 +589,7 @@ func (o *Operations) ValidateKey(_ context.Context, req *operationsv1.ValidateKe
 	} else if kt == operationsv1.KeyType_KEY_TYPE_HYOK {
 		return invalid("native key id: a HYOK key must be named by its KMS key ARN")
 	}
-	return &operationsv1.ValidateKeyResponse{IsValid: true, Message: "key attributes are valid"}, nil
+	return ksop.ValidKey()
 }
 
 // ValidateKeyAccessData checks the management access data (the binding rules, then a real AssumeRole of the
@@ -644,9 +599,7 @@ func (o *Operations) ValidateKeyAccessData(ctx context.Context, req *operationsv
 	b := o.backend()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	bad := func(msg string) (*operationsv1.ValidateKeyAccessDataResponse, error) {
-		return &operationsv1.ValidateKeyAccessDataResponse{IsValid: false, Message: msg}, nil
-	}
+	bad := ksop.InvalidAccessData
 	bd, err := b.bind(req.GetManagement())
 	if err != nil {
 		return bad("management: " + err.Error())
@@ -689,7 +642,7 @@ func (o *Operations) ValidateKeyAccessData(ctx context.Context, req *operationsv
 		slices.Sort(problems)
 		return bad(strings.Join(problems, "; "))
 	}
-	return &operationsv1.ValidateKeyAccessDataResponse{IsValid: true, Message: "access data is valid"}, nil
+	return ksop.ValidAccessData()
 }
 
 // CryptoAccessData is what TransformCryptoAccessData emits per region, as JSON: what a crypto-layer client needs to
@@ -705,15 +658,7 @@ type CryptoAccessData struct {
 // TransformCryptoAccessData turns CMK's JSON map region → access data into region → CryptoAccessData JSON, keyed by
 // exactly the input's regions.
 func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operationsv1.TransformCryptoAccessDataRequest) (*operationsv1.TransformCryptoAccessDataResponse, error) {
-	id := strings.TrimSpace(req.GetNativeKeyId())
-	if id == "" {
-		return nil, kserrors.NewGrpcErrorWithDetails(kserrors.StatusInvalidKeyAccessData, kserrors.ReasonMissingFields, map[string]string{"missingFields": "nativeKeyId"})
-	}
-	k, err := ParseKeyRef(id)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "native_key_id: %v", err)
-	}
-	in, err := keystoreconfig.DecodeCryptoAccessData(req.GetAccessData())
+	id, k, in, err := ksop.TransformInput(req, ParseKeyRef)
 	if err != nil {
 		return nil, err
 	}
@@ -733,11 +678,7 @@ func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operation
 				return nil, status.Errorf(codes.InvalidArgument, "access_data[%s].roleArn: role account %s differs from the key's account %s", region, ra.Account, k.Account)
 			}
 		}
-		subject := s("certificateSubject")
-		if subject == "" {
-			subject = s("subject")
-		}
-		b, _ := json.Marshal(CryptoAccessData{KeyARN: id, Region: region, RoleARN: role, ExternalID: tenant, Subject: subject})
+		b, _ := json.Marshal(CryptoAccessData{KeyARN: id, Region: region, RoleARN: role, ExternalID: tenant, Subject: ksop.CryptoSubject(v)})
 		out[region] = b
 	}
 	return &operationsv1.TransformCryptoAccessDataResponse{TransformedAccessData: out}, nil

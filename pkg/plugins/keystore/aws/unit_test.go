@@ -153,7 +153,7 @@ func TestBinding(t *testing.T) {
 func TestStaticCredentialsInEnvironmentRefused(t *testing.T) {
 	cfg := unitConfig(t, "")
 	o := newOperations(fakeFactory(&fakeSTS{}, newFakeKMS()))
-	o.be.Store(newBackend(cfg, o.factory))
+	o.Store(newBackend(cfg, o.factory))
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 	_, err := o.GetKey(context.Background(), &operationsv1.GetKeyRequest{Parameters: &operationsv1.RequestParameters{Config: &commonv1.KeystoreInstanceConfig{Values: acmeValues(t)}, KeyId: acmeKey}})
@@ -188,7 +188,7 @@ func TestBYOK(t *testing.T) {
 	const awsOwned = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-000000000000"
 	fk.add(awsOwned, kmstypes.OriginTypeAwsKms, kmstypes.KeyStateEnabled)
 	o := newOperations(fakeFactory(&fakeSTS{}, fk))
-	o.be.Store(newBackend(unitConfig(t, ""), o.factory))
+	o.Store(newBackend(unitConfig(t, ""), o.factory))
 	ctx := context.Background()
 	p := &operationsv1.RequestParameters{Config: &commonv1.KeystoreInstanceConfig{Values: acmeValues(t)}, KeyId: acmeKey}
 

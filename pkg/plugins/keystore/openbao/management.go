@@ -3,58 +3,35 @@ package openbao
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"log/slog"
-	"regexp"
 	"strings"
-	"sync/atomic"
 
 	bao "github.com/openbao/openbao/api/v2"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	commonv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/common/v1"
 	managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/management/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/ksop"
 )
 
 // Management is the KeystoreProvider plugin: a keystore is a transit mount <mountPrefix>/<tenant>.
 type Management struct {
 	managementv1.UnimplementedKeystoreProviderServer
-	configv1.UnimplementedConfigServer
-
-	be  atomic.Pointer[backend]
-	log *slog.Logger
+	ksop.Host[*Config, backend] // Configure, Close and the current backend
 }
 
 // NewManagement returns a management plugin with the empty configuration.
 func NewManagement() *Management {
-	m := &Management{log: slog.Default()}
-	cfg, _ := ParseConfig("")
-	m.be.Store(newBackend(cfg))
+	m := &Management{}
+	m.Init("openbao", ksop.Provider, ParseConfig, newBackend)
 	return m
 }
 
-// Configure implements configv1.ConfigServer.
-func (m *Management) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
-	cfg, err := ParseConfig(req.GetYamlConfiguration())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if len(cfg.warnings) > 0 {
-		m.log.Warn("openbao keystore: ignored unknown configuration keys", "keys", cfg.warnings.String())
-	}
-	m.be.Store(newBackend(cfg))
-	return &configv1.ConfigureResponse{BuildInfo: buildInfo("KeystoreProvider")}, nil
-}
-
-// Close implements io.Closer.
-func (m *Management) Close() error { return nil }
+// IgnoredKeys implements ksop.Config.
+func (c *Config) IgnoredKeys() keystoreconfig.Warnings { return c.warnings }
 
 func (c *Config) supportedRegions() ([]keystoreconfig.Region, error) {
 	if c.SupportedRegions == nil {
@@ -91,7 +68,7 @@ func structOf(m map[string]any) *structpb.Struct {
 
 // CreateKeystore mounts a transit engine for a new keystore id. One write creates it, so a failure leaves nothing.
 func (m *Management) CreateKeystore(ctx context.Context, _ *managementv1.CreateKeystoreRequest) (*managementv1.CreateKeystoreResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	regions, err := b.cfg.supportedRegions()
@@ -105,78 +82,48 @@ func (m *Management) CreateKeystore(ctx context.Context, _ *managementv1.CreateK
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	access := func() *commonv1.KeystoreInstanceConfig {
-		return &commonv1.KeystoreInstanceConfig{Values: structOf(map[string]any{FieldTenant: bd.tenant, FieldMount: bd.mount})}
-	}
-	locality := b.cfg.Region
-	if len(regions) > 0 {
-		locality = regions[0].TechnicalName
-	}
-	resp := &managementv1.CreateKeystoreResponse{
-		RoleManagementConfig: &managementv1.ManagementConfig{LocalityId: locality, CommonName: inst, AccessData: access()},
-		KeyManagementConfig:  &managementv1.ManagementConfig{LocalityId: locality, CommonName: inst, AccessData: access()},
-	}
-	for _, r := range regions {
-		resp.SupportedRegions = append(resp.SupportedRegions, &managementv1.SupportedRegion{Name: r.Name, TechnicalName: r.TechnicalName})
-	}
-	return resp, nil
+	return ksop.KeystoreResponse(regions, b.cfg.Region, inst, map[string]any{FieldTenant: bd.tenant, FieldMount: bd.mount}), nil
 }
-
-var trustIDRE = regexp.MustCompile(`^(management|crypto)-[0-9a-f]{16}$`)
-
-const maxSubjectBytes = 1024
 
 // GrantTrust records a trusted certificate subject in the keystore's state and returns access data naming it.
 func (m *Management) GrantTrust(ctx context.Context, req *managementv1.GrantTrustRequest) (*managementv1.GrantTrustResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	subject := strings.TrimSpace(req.GetSubject())
-	if subject == "" || len(subject) > maxSubjectBytes {
-		return nil, grpcErr(invalidArg("subject", "subject is required (at most %d bytes)", maxSubjectBytes))
+	tr, err := ksop.ParseGrant(req, invalidArg)
+	if err != nil {
+		return nil, grpcErr(err)
 	}
-	var kind string
-	switch req.GetType() {
-	case managementv1.TrustType_TRUST_TYPE_MANAGEMENT:
-		kind = "management"
-	case managementv1.TrustType_TRUST_TYPE_CRYPTO:
-		kind = "crypto"
-	default:
-		return nil, grpcErr(invalidArg("type", "trust type is required (MANAGEMENT or CRYPTO)"))
-	}
-	region := strings.TrimSpace(req.GetRegion())
 	bd, err := b.bind(req.GetConfig().GetValues())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	sum := sha256.Sum256([]byte(kind + "\x00" + subject + "\x00" + region))
-	id := kind + "-" + hex.EncodeToString(sum[:8])
 	if err := b.updateState(ctx, bd, func(st *mountState) error {
 		if st.Trust == nil {
 			st.Trust = map[string]string{}
 		}
-		st.Trust[id] = region
+		st.Trust[tr.ID] = tr.Region
 		return nil
 	}); err != nil {
 		return nil, grpcErr(err)
 	}
 	return &managementv1.GrantTrustResponse{AccessData: structOf(map[string]any{
-		FieldTenant: bd.tenant, FieldMount: bd.mount, "trustId": id, "trustType": kind, "subject": subject, "region": region,
+		FieldTenant: bd.tenant, FieldMount: bd.mount, ksop.FieldTrustID: tr.ID, "trustType": tr.Kind, "subject": tr.Subject, "region": tr.Region,
 	})}, nil
 }
 
 // RemoveTrust removes a trust record (removing one that is gone succeeds).
 func (m *Management) RemoveTrust(ctx context.Context, req *managementv1.RemoveTrustRequest) (*managementv1.RemoveTrustResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	bd, err := b.bind(req.GetConfig().GetValues())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	id := str(req.GetAccessData(), "trustId")
-	if !trustIDRE.MatchString(id) {
-		return nil, grpcErr(accessDataErr("trustId", "access_data.trustId %q is not a trust id from GrantTrust", trunc(id)))
+	id, err := ksop.TrustID(req.GetAccessData(), accessDataErr, trunc)
+	if err != nil {
+		return nil, grpcErr(err)
 	}
 	if t := str(req.GetAccessData(), FieldTenant); t != "" && t != bd.tenant {
 		return nil, grpcErr(authErr(FieldTenant, "trust %s belongs to keystore %q, not %q", id, trunc(t), bd.tenant))
@@ -191,7 +138,7 @@ func (m *Management) RemoveTrust(ctx context.Context, req *managementv1.RemoveTr
 // DeleteKeystore unmounts the keystore's transit engine, but only when it holds no keys: unmounting destroys every
 // key in it at once, so keys must be deleted (with their windows) first.
 func (m *Management) DeleteKeystore(ctx context.Context, req *managementv1.DeleteKeystoreRequest) (*managementv1.DeleteKeystoreResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	bd, err := b.bind(req.GetConfig().GetValues())

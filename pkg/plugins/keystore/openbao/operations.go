@@ -6,61 +6,34 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
-	"sync/atomic"
 
 	bao "github.com/openbao/openbao/api/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	kserrors "github.com/openkcm/plugin-sdk/pkg/plugin/keystore/errors"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
-	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keyversions"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/ksop"
 )
 
 // Operations is the KeystoreInstanceKeyOperation plugin.
 type Operations struct {
 	operationsv1.UnimplementedKeystoreInstanceKeyOperationServer
-	configv1.UnimplementedConfigServer
-
-	be  atomic.Pointer[backend]
-	log *slog.Logger
+	ksop.Host[*Config, backend] // Configure, Close and the current backend
 }
 
 // NewOperations returns an operations plugin with the empty configuration (nothing contacted until the first call).
 func NewOperations() *Operations {
-	o := &Operations{log: slog.Default()}
-	cfg, _ := ParseConfig("")
-	o.be.Store(newBackend(cfg))
+	o := &Operations{}
+	o.Init("openbao", ksop.Operations, ParseConfig, newBackend)
 	return o
 }
 
-func (o *Operations) backend() *backend { return o.be.Load() }
-
-// Configure implements configv1.ConfigServer; the backend is swapped whole.
-func (o *Operations) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
-	cfg, err := ParseConfig(req.GetYamlConfiguration())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if len(cfg.warnings) > 0 {
-		o.log.Warn("openbao keystore: ignored unknown configuration keys", "keys", cfg.warnings.String())
-	}
-	o.be.Store(newBackend(cfg))
-	return &configv1.ConfigureResponse{BuildInfo: buildInfo("KeystoreInstanceKeyOperation")}, nil
-}
-
-func buildInfo(t string) *string {
-	s := fmt.Sprintf(`{"plugin":"apeiro-keystore-openbao","type":%q}`, t)
-	return &s
-}
-
-// Close implements io.Closer.
-func (o *Operations) Close() error { return nil }
+func (o *Operations) backend() *backend { return o.Load() }
 
 // keyRef binds the request's access data and checks the key name.
 func (b *backend) keyRef(p *operationsv1.RequestParameters) (*binding, string, error) {
@@ -202,12 +175,9 @@ func (o *Operations) DeleteKey(ctx context.Context, req *operationsv1.DeleteKeyR
 	b := o.backend()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	window := b.cfg.deletionWindow()
-	if req.Window != nil {
-		window = req.GetWindow()
-	}
-	if window < 0 || window > maxDeletionWindowDays {
-		return nil, grpcErr(invalidArg("window", "deletion window must be 0..%d days, got %d", maxDeletionWindowDays, window))
+	window, err := ksop.DeletionWindow(req, b.cfg.deletionWindow(), 0, maxDeletionWindowDays, "", invalidArg)
+	if err != nil {
+		return nil, grpcErr(err)
 	}
 	bd, st, k, err := b.lookup(ctx, req.GetParameters())
 	if err != nil {
@@ -281,9 +251,7 @@ func (o *Operations) setEnabled(ctx context.Context, p *operationsv1.RequestPara
 // ValidateKey checks key attributes without calling the server.
 func (o *Operations) ValidateKey(_ context.Context, req *operationsv1.ValidateKeyRequest) (*operationsv1.ValidateKeyResponse, error) {
 	cfg := o.backend().cfg
-	bad := func(f string, a ...any) (*operationsv1.ValidateKeyResponse, error) {
-		return &operationsv1.ValidateKeyResponse{IsValid: false, Message: fmt.Sprintf(f, a...)}, nil
-	}
+	bad := ksop.InvalidKey
 	if kt := req.GetKeyType(); kt != operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED && kt != operationsv1.KeyType_KEY_TYPE_BYOK {
 		return bad("key type: only SYSTEM_MANAGED and BYOK keys are supported by the OpenBao keystore")
 	}
@@ -296,7 +264,7 @@ func (o *Operations) ValidateKey(_ context.Context, req *operationsv1.ValidateKe
 	if id := req.GetNativeKeyId(); id != "" && !keyRE.MatchString(id) {
 		return bad("native key id %q is not a transit key name", trunc(id))
 	}
-	return &operationsv1.ValidateKeyResponse{IsValid: true, Message: "key attributes are valid"}, nil
+	return ksop.ValidKey()
 }
 
 // ValidateKeyAccessData checks that the management access data names an existing keystore mount of its tenant, and
@@ -305,29 +273,22 @@ func (o *Operations) ValidateKeyAccessData(ctx context.Context, req *operationsv
 	b := o.backend()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	bad := func(msg string) (*operationsv1.ValidateKeyAccessDataResponse, error) {
-		return &operationsv1.ValidateKeyAccessDataResponse{IsValid: false, Message: msg}, nil
-	}
 	bd, err := b.bind(req.GetManagement())
 	if err != nil {
-		return bad("management: " + err.Error())
+		return ksop.InvalidAccessData("management: " + err.Error())
 	}
 	if _, err := b.readState(ctx, bd); err != nil {
-		return bad("management: " + err.Error())
+		return ksop.InvalidAccessData("management: " + err.Error())
 	}
-	for r, v := range req.GetCrypto().GetFields() {
-		s := v.GetStructValue()
-		if s == nil {
-			return bad(fmt.Sprintf("crypto[%s]: must be an object", r))
-		}
-		if t := str(s, FieldTenant); t != "" && t != bd.tenant {
-			return bad(fmt.Sprintf("crypto[%s]: tenant %q differs from the management tenant %q", r, trunc(t), bd.tenant))
-		}
+	if p := ksop.CryptoProblem(req.GetCrypto(), FieldTenant, bd.tenant, trunc, func(r string, s *structpb.Struct) string {
 		if m := str(s, FieldMount); m != "" && strings.Trim(m, "/") != bd.mount {
-			return bad(fmt.Sprintf("crypto[%s]: mount %q is not the tenant's mount %s", r, trunc(m), bd.mount))
+			return fmt.Sprintf("crypto[%s]: mount %q is not the tenant's mount %s", r, trunc(m), bd.mount)
 		}
+		return ""
+	}); p != "" {
+		return ksop.InvalidAccessData(p)
 	}
-	return &operationsv1.ValidateKeyAccessDataResponse{IsValid: true, Message: "access data is valid"}, nil
+	return ksop.ValidAccessData()
 }
 
 // CryptoAccessData is what TransformCryptoAccessData emits per region: where a crypto-layer client finds the key
@@ -343,27 +304,17 @@ type CryptoAccessData struct {
 // TransformCryptoAccessData maps CMK's region → access data JSON onto region → CryptoAccessData JSON.
 func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operationsv1.TransformCryptoAccessDataRequest) (*operationsv1.TransformCryptoAccessDataResponse, error) {
 	b := o.backend()
-	id := strings.TrimSpace(req.GetNativeKeyId())
-	if id == "" {
-		return nil, kserrors.NewGrpcErrorWithDetails(kserrors.StatusInvalidKeyAccessData, kserrors.ReasonMissingFields, map[string]string{"missingFields": "nativeKeyId"})
-	}
-	if err := checkKeyName(id); err != nil {
-		return nil, grpcErr(err)
-	}
-	in, err := keystoreconfig.DecodeCryptoAccessData(req.GetAccessData())
+	id, _, in, err := ksop.TransformInput(req, func(id string) (struct{}, error) { return struct{}{}, checkKeyName(id) })
 	if err != nil {
 		return nil, err
 	}
 	out := make(map[string][]byte, len(in))
 	for region, v := range in {
-		s := func(k string) string { x, _ := v[k].(string); return x }
 		if _, bad := v["token"]; bad {
 			return nil, status.Errorf(codes.InvalidArgument, "access_data[%s].token: %v", region, ErrLongLivedToken)
 		}
-		cd := CryptoAccessData{Address: b.cfg.Address, Key: id, Tenant: s(FieldTenant), Subject: s("certificateSubject")}
-		if cd.Subject == "" {
-			cd.Subject = s("subject")
-		}
+		tenant, _ := v[FieldTenant].(string)
+		cd := CryptoAccessData{Address: b.cfg.Address, Key: id, Tenant: tenant, Subject: ksop.CryptoSubject(v)}
 		if cd.Tenant != "" {
 			if !tenantRE.MatchString(cd.Tenant) {
 				return nil, status.Errorf(codes.InvalidArgument, "access_data[%s].tenant %q is not a tenant name", region, trunc(cd.Tenant))

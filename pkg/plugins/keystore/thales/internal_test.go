@@ -173,7 +173,7 @@ func fakeBackend(t *testing.T, f *fakeP11, extra string) (*backend, *Operations)
 	b := newBackend(cfg)
 	b.open = func(string) (p11, error) { return f, nil }
 	o := NewOperations()
-	o.be.Store(b)
+	o.Store(b)
 	return b, o
 }
 

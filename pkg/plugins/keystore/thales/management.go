@@ -3,31 +3,23 @@ package thales
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"log/slog"
-	"regexp"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/pkcs11"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	commonv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/common/v1"
 	managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/management/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
+
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/ksop"
 )
 
 // trustApplication is the CKA_APPLICATION of the data objects that record trusted subjects on the token.
 const trustApplication = "apeiro-cmk-trust"
-
-const maxSubjectBytes = 1024
-
-var trustIDRE = regexp.MustCompile(`^(management|crypto)-[0-9a-f]{16}$`)
 
 // Management is the KeystoreProvider plugin. A keystore instance is a tenant name ("ks-<random>") on the
 // configured token: its keys carry it in their CKA_ID like an Account's tenant, and its access data is
@@ -35,35 +27,18 @@ var trustIDRE = regexp.MustCompile(`^(management|crypto)-[0-9a-f]{16}$`)
 // a trusted subject as a private data object on the token; RemoveTrust and DeleteKeystore destroy them.
 type Management struct {
 	managementv1.UnimplementedKeystoreProviderServer
-	configv1.UnimplementedConfigServer
-
-	be  atomic.Pointer[backend]
-	log *slog.Logger
+	ksop.Host[*Config, backend] // Configure, Close and the current backend
 }
 
 // NewManagement returns a management plugin with the empty configuration.
 func NewManagement() *Management {
-	m := &Management{log: slog.Default()}
-	cfg, _ := ParseConfig("")
-	m.be.Store(newBackend(cfg))
+	m := &Management{}
+	m.Init("thales", ksop.Provider, ParseConfig, newBackend)
 	return m
 }
 
-// Configure implements configv1.ConfigServer.
-func (m *Management) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
-	cfg, err := ParseConfig(req.GetYamlConfiguration())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if len(cfg.warnings) > 0 {
-		m.log.Warn("thales keystore: ignored unknown configuration keys", "keys", cfg.warnings.String())
-	}
-	m.be.Store(newBackend(cfg))
-	return &configv1.ConfigureResponse{BuildInfo: buildInfo("KeystoreProvider")}, nil
-}
-
-// Close implements io.Closer.
-func (m *Management) Close() error { return nil }
+// IgnoredKeys implements ksop.Config.
+func (c *Config) IgnoredKeys() keystoreconfig.Warnings { return c.warnings }
 
 func configOf(values *structpb.Struct) *commonv1.KeystoreInstanceConfig {
 	return &commonv1.KeystoreInstanceConfig{Values: values}
@@ -71,7 +46,7 @@ func configOf(values *structpb.Struct) *commonv1.KeystoreInstanceConfig {
 
 // CreateKeystore creates a keystore instance after proving the token answers and the PIN logs in.
 func (m *Management) CreateKeystore(ctx context.Context, _ *managementv1.CreateKeystoreRequest) (*managementv1.CreateKeystoreResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	regions, err := b.cfg.supportedRegions()
@@ -92,23 +67,8 @@ func (m *Management) CreateKeystore(ctx context.Context, _ *managementv1.CreateK
 	rnd := make([]byte, 6)
 	_, _ = rand.Read(rnd)
 	inst := "ks-" + hex.EncodeToString(rnd)
-	access := func() *commonv1.KeystoreInstanceConfig {
-		s, _ := structpb.NewStruct(map[string]any{FieldTenant: inst, FieldAccessKey: AccessKey(secret, inst)})
-		return configOf(s)
-	}
-	locality := b.cfg.region()
-	if len(regions) > 0 {
-		locality = regions[0].TechnicalName
-	}
-	cn := "thales-" + label + "-" + inst
-	resp := &managementv1.CreateKeystoreResponse{
-		RoleManagementConfig: &managementv1.ManagementConfig{LocalityId: locality, CommonName: cn, AccessData: access()},
-		KeyManagementConfig:  &managementv1.ManagementConfig{LocalityId: locality, CommonName: cn, AccessData: access()},
-	}
-	for _, r := range regions {
-		resp.SupportedRegions = append(resp.SupportedRegions, &managementv1.SupportedRegion{Name: r.Name, TechnicalName: r.TechnicalName})
-	}
-	return resp, nil
+	access := map[string]any{FieldTenant: inst, FieldAccessKey: AccessKey(secret, inst)}
+	return ksop.KeystoreResponse(regions, b.cfg.region(), "thales-"+label+"-"+inst, access), nil
 }
 
 type trustRecord struct {
@@ -123,33 +83,22 @@ func trustLabel(tenant, id string) string { return "apeiro-cmk-trust:" + tenant 
 
 // GrantTrust records a trusted certificate subject as a data object on the token.
 func (m *Management) GrantTrust(ctx context.Context, req *managementv1.GrantTrustRequest) (*managementv1.GrantTrustResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	tenant, err := b.bind(req.GetConfig().GetValues())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	subject := strings.TrimSpace(req.GetSubject())
-	if subject == "" || len(subject) > maxSubjectBytes {
-		return nil, grpcErr(invalidArg("subject", "subject is required (at most %d bytes)", maxSubjectBytes))
+	tr, err := ksop.ParseGrant(req, invalidArg)
+	if err != nil {
+		return nil, grpcErr(err)
 	}
-	var kind string
-	switch req.GetType() {
-	case managementv1.TrustType_TRUST_TYPE_MANAGEMENT:
-		kind = "management"
-	case managementv1.TrustType_TRUST_TYPE_CRYPTO:
-		kind = "crypto"
-	default:
-		return nil, grpcErr(invalidArg("type", "trust type is required (MANAGEMENT or CRYPTO)"))
-	}
-	region := strings.TrimSpace(req.GetRegion())
-	if len(region) > 128 {
+	if len(tr.Region) > 128 {
 		return nil, grpcErr(invalidArg("region", "region is longer than 128 bytes"))
 	}
-	sum := sha256.Sum256([]byte(kind + "\x00" + subject + "\x00" + region))
-	id := kind + "-" + hex.EncodeToString(sum[:8])
-	rec, _ := json.Marshal(trustRecord{ID: id, Subject: subject, Region: region, Type: kind, CreatedAt: time.Now().UTC()})
+	id := tr.ID
+	rec, _ := json.Marshal(trustRecord{ID: id, Subject: tr.Subject, Region: tr.Region, Type: tr.Kind, CreatedAt: time.Now().UTC()})
 	pl, _, err := b.token("")
 	if err != nil {
 		return nil, grpcErr(err)
@@ -164,22 +113,22 @@ func (m *Management) GrantTrust(ctx context.Context, req *managementv1.GrantTrus
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	ad, _ := structpb.NewStruct(map[string]any{FieldTenant: tenant, FieldTrustID: id, FieldTrustType: kind, FieldSubject: subject, FieldRegion: region})
+	ad, _ := structpb.NewStruct(map[string]any{FieldTenant: tenant, FieldTrustID: id, FieldTrustType: tr.Kind, FieldSubject: tr.Subject, FieldRegion: tr.Region})
 	return &managementv1.GrantTrustResponse{AccessData: ad}, nil
 }
 
 // RemoveTrust destroys a subject recorded by GrantTrust (one that is gone already succeeds).
 func (m *Management) RemoveTrust(ctx context.Context, req *managementv1.RemoveTrustRequest) (*managementv1.RemoveTrustResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	tenant, err := b.bind(req.GetConfig().GetValues())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	id := str(req.GetAccessData(), FieldTrustID)
-	if !trustIDRE.MatchString(id) {
-		return nil, grpcErr(accessDataErr(FieldTrustID, "access_data.trustId %q is not a trust id from GrantTrust", truncate(id)))
+	id, err := ksop.TrustID(req.GetAccessData(), accessDataErr, truncate)
+	if err != nil {
+		return nil, grpcErr(err)
 	}
 	if t := str(req.GetAccessData(), FieldTenant); t != "" && t != tenant {
 		return nil, grpcErr(authErr(FieldTenant, "trust %s belongs to %q, not %q", id, truncate(t), tenant))
@@ -197,7 +146,7 @@ func (m *Management) RemoveTrust(ctx context.Context, req *managementv1.RemoveTr
 // DeleteKeystore destroys the instance's trust records. Keys stay on the token under their own lifecycle
 // (DeleteKey), as an HSM partition outlives one CMK keystore record.
 func (m *Management) DeleteKeystore(ctx context.Context, req *managementv1.DeleteKeystoreRequest) (*managementv1.DeleteKeystoreResponse, error) {
-	b := m.be.Load()
+	b := m.Load()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
 	tenant, err := b.bind(req.GetConfig().GetValues())

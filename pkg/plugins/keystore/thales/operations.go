@@ -6,24 +6,21 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/pkcs11"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	kserrors "github.com/openkcm/plugin-sdk/pkg/plugin/keystore/errors"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
-	configv1 "github.com/openkcm/plugin-sdk/proto/service/common/config/v1"
 
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
-	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keystoreconfig"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keyversions"
+	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/ksop"
 )
 
 // Key states GetKey reports.
@@ -38,45 +35,22 @@ const (
 const Version = "v1"
 
 // Operations is the KeystoreInstanceKeyOperation plugin.
+//
+// Close (from ksop.Host) leaves sessions pooled for the process: PKCS#11 modules are never finalised.
 type Operations struct {
 	operationsv1.UnimplementedKeystoreInstanceKeyOperationServer
-	configv1.UnimplementedConfigServer
-
-	be  atomic.Pointer[backend]
-	log *slog.Logger
+	ksop.Host[*Config, backend] // Configure, Close and the current backend
 }
 
 // NewOperations returns an operations plugin with the empty configuration (nothing is opened until a call needs
 // the token).
 func NewOperations() *Operations {
-	o := &Operations{log: slog.Default()}
-	cfg, _ := ParseConfig("")
-	o.be.Store(newBackend(cfg))
+	o := &Operations{}
+	o.Init("thales", ksop.Operations, ParseConfig, newBackend)
 	return o
 }
 
-func (o *Operations) backend() *backend { return o.be.Load() }
-
-// Configure implements configv1.ConfigServer; the backend is swapped whole.
-func (o *Operations) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
-	cfg, err := ParseConfig(req.GetYamlConfiguration())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if len(cfg.warnings) > 0 {
-		o.log.Warn("thales keystore: ignored unknown configuration keys", "keys", cfg.warnings.String())
-	}
-	o.be.Store(newBackend(cfg))
-	return &configv1.ConfigureResponse{BuildInfo: buildInfo("KeystoreInstanceKeyOperation")}, nil
-}
-
-func buildInfo(t string) *string {
-	s := fmt.Sprintf(`{"plugin":"apeiro-keystore-thales","type":%q}`, t)
-	return &s
-}
-
-// Close implements io.Closer. Sessions stay pooled for the process (modules are never finalised).
-func (o *Operations) Close() error { return nil }
+func (o *Operations) backend() *backend { return o.Load() }
 
 // locate binds the access data, parses the key id and finds the tenant's key inside one session call.
 func (b *backend) withKey(ctx context.Context, p *operationsv1.RequestParameters, what string, fn func(c p11, sh pkcs11.SessionHandle, k *keyObj, ref KeyRef, tenant string) error) error {
@@ -340,14 +314,11 @@ func (o *Operations) DeleteKey(ctx context.Context, req *operationsv1.DeleteKeyR
 	b := o.backend()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	window := int32(7)
-	if req.Window != nil {
-		window = req.GetWindow()
+	window, err := ksop.DeletionWindow(req, 7, 0, maxDeletionWindowDays, "", invalidArg)
+	if err != nil {
+		return nil, grpcErr(err)
 	}
-	if window < 0 || window > maxDeletionWindowDays {
-		return nil, grpcErr(invalidArg("window", "deletion window must be 0..%d days, got %d", maxDeletionWindowDays, window))
-	}
-	err := b.withKey(ctx, req.GetParameters(), "DeleteKey", func(c p11, sh pkcs11.SessionHandle, k *keyObj, ref KeyRef, tenant string) error {
+	err = b.withKey(ctx, req.GetParameters(), "DeleteKey", func(c p11, sh pkcs11.SessionHandle, k *keyObj, ref KeyRef, tenant string) error {
 		if window == 0 {
 			return destroyAll(c, sh, k)
 		}
@@ -388,9 +359,7 @@ func (o *Operations) ImportKeyMaterial(context.Context, *operationsv1.ImportKeyM
 
 // ValidateKey checks key attributes without touching the token.
 func (o *Operations) ValidateKey(_ context.Context, req *operationsv1.ValidateKeyRequest) (*operationsv1.ValidateKeyResponse, error) {
-	invalid := func(format string, args ...any) (*operationsv1.ValidateKeyResponse, error) {
-		return &operationsv1.ValidateKeyResponse{IsValid: false, Message: fmt.Sprintf(format, args...)}, nil
-	}
+	invalid := ksop.InvalidKey
 	kt := req.GetKeyType()
 	switch kt {
 	case operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED, operationsv1.KeyType_KEY_TYPE_HYOK:
@@ -417,7 +386,7 @@ func (o *Operations) ValidateKey(_ context.Context, req *operationsv1.ValidateKe
 	} else if kt == operationsv1.KeyType_KEY_TYPE_HYOK {
 		return invalid("native key id: a HYOK key must be named by its PKCS#11 URI")
 	}
-	return &operationsv1.ValidateKeyResponse{IsValid: true, Message: "key attributes are valid"}, nil
+	return ksop.ValidKey()
 }
 
 // ValidateKeyAccessData checks the management access data (the access key, then a real login to the default
@@ -426,9 +395,7 @@ func (o *Operations) ValidateKeyAccessData(ctx context.Context, req *operationsv
 	b := o.backend()
 	ctx, cancel := b.withBudget(ctx)
 	defer cancel()
-	bad := func(msg string) (*operationsv1.ValidateKeyAccessDataResponse, error) {
-		return &operationsv1.ValidateKeyAccessDataResponse{IsValid: false, Message: msg}, nil
-	}
+	bad := ksop.InvalidAccessData
 	tenant, err := b.bind(req.GetManagement())
 	if err != nil {
 		return bad("management: " + err.Error())
@@ -440,19 +407,15 @@ func (o *Operations) ValidateKeyAccessData(ctx context.Context, req *operationsv
 	if err := b.run(ctx, pl, "login", func(p11, pkcs11.SessionHandle) error { return nil }); err != nil {
 		return bad("management: " + err.Error())
 	}
-	for r, v := range req.GetCrypto().GetFields() {
-		s := v.GetStructValue()
-		if s == nil {
-			return bad(fmt.Sprintf("crypto[%s]: must be an object", r))
-		}
-		if t := str(s, FieldTenant); t != "" && t != tenant {
-			return bad(fmt.Sprintf("crypto[%s]: tenant %q differs from the management tenant %q", r, t, tenant))
-		}
+	if p := ksop.CryptoProblem(req.GetCrypto(), FieldTenant, tenant, func(t string) string { return t }, func(r string, s *structpb.Struct) string {
 		if inlinePIN(s.AsMap()) != "" {
-			return bad(fmt.Sprintf("crypto[%s]: %v", r, ErrInlinePIN))
+			return fmt.Sprintf("crypto[%s]: %v", r, ErrInlinePIN)
 		}
+		return ""
+	}); p != "" {
+		return bad(p)
 	}
-	return &operationsv1.ValidateKeyAccessDataResponse{IsValid: true, Message: "access data is valid"}, nil
+	return ksop.ValidAccessData()
 }
 
 // CryptoAccessData is what TransformCryptoAccessData emits per region: the key's URI and the tenant, never a PIN.
@@ -466,15 +429,7 @@ type CryptoAccessData struct {
 // TransformCryptoAccessData turns CMK's JSON map region → access data into region → CryptoAccessData JSON, keyed
 // by exactly the input's regions.
 func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operationsv1.TransformCryptoAccessDataRequest) (*operationsv1.TransformCryptoAccessDataResponse, error) {
-	id := strings.TrimSpace(req.GetNativeKeyId())
-	if id == "" {
-		return nil, kserrors.NewGrpcErrorWithDetails(kserrors.StatusInvalidKeyAccessData, kserrors.ReasonMissingFields, map[string]string{"missingFields": "nativeKeyId"})
-	}
-	ref, err := ParseKeyRef(id)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "native_key_id: %v", err)
-	}
-	in, err := keystoreconfig.DecodeCryptoAccessData(req.GetAccessData())
+	_, ref, in, err := ksop.TransformInput(req, ParseKeyRef)
 	if err != nil {
 		return nil, err
 	}
@@ -483,12 +438,8 @@ func (o *Operations) TransformCryptoAccessData(_ context.Context, req *operation
 		if p := inlinePIN(map[string]any(v)); p != "" {
 			return nil, status.Errorf(codes.InvalidArgument, "access_data[%s]: %q: %v", region, p, ErrInlinePIN)
 		}
-		s := func(key string) string { x, _ := v[key].(string); return x }
-		subject := s("certificateSubject")
-		if subject == "" {
-			subject = s(FieldSubject)
-		}
-		raw, _ := json.Marshal(CryptoAccessData{KeyURI: ref.String(), Region: region, Tenant: s(FieldTenant), Subject: subject})
+		tenant, _ := v[FieldTenant].(string)
+		raw, _ := json.Marshal(CryptoAccessData{KeyURI: ref.String(), Region: region, Tenant: tenant, Subject: ksop.CryptoSubject(v)})
 		out[region] = raw
 	}
 	return &operationsv1.TransformCryptoAccessDataResponse{TransformedAccessData: out}, nil
