@@ -142,6 +142,17 @@ func (h *Handlers) probe(ctx context.Context, a *cmkv1.Account) (string, *admiss
 		r := denyOne("Account", a.Name, invalid("spec.keyRef", RuleKeyNotFound,
 			"L1 key %q does not exist in keystore %q", truncate(a.Spec.KeyRef), a.Spec.Keystore))
 		return "", &r
+	case errors.Is(err, keychain.ErrKeyDisabled):
+		// The key exists but cannot be used (disabled, pending deletion): like a missing key, a verdict about the
+		// Account that no retry changes until the key's owner enables it. Only the state name is quoted.
+		state := "no state reported"
+		var se *keychain.KeyStateError
+		if errors.As(err, &se) && se.State != "" {
+			state = "state " + se.State
+		}
+		r := denyOne("Account", a.Name, invalid("spec.keyRef", RuleKeyNotEnabled,
+			"L1 key %q in keystore %q is not enabled (%s); enable it in the keystore (or cancel its deletion) and retry", truncate(a.Spec.KeyRef), a.Spec.Keystore, state))
+		return "", &r
 	case errors.Is(err, keychain.ErrTenantBinding):
 		// The keystore refused this Account's own role or key for its tenant (e.g. another tenant's IAM role): a
 		// verdict about the Account, not an outage, so it denies like a missing key.

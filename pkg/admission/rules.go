@@ -19,6 +19,7 @@ const (
 	RuleStaticCredentials = "A-STATIC-CREDENTIALS"
 	RuleKeyNotFound       = "A-KEY-NOT-FOUND"
 	RuleTenantBinding     = "A-KEY-TENANT-BINDING"
+	RuleKeyNotEnabled     = "A-KEY-NOT-ENABLED"
 	RuleSPIFFEID          = "A-SPIFFE-ID"
 	RulePermission        = "A-PERMISSION"
 	RuleAccountUnusable   = "A-ACCOUNT-UNUSABLE"

@@ -161,7 +161,10 @@ func BaseInstanceConfig(a *cmkv1.Account) map[string]any {
 }
 
 // EnsureL1Key creates the Account's L1 key when its keystore is provisioned by the platform and the key is missing.
-// It reports whether a key was created; for other keystores it does nothing.
+// It reports whether a key was created; for other keystores it does nothing. It looks at the keystore only, not at
+// the Account's history: the Account reconciler calls it only for an Account that never had a working key
+// (KeyEstablished), so a lost key is reported, never replaced. Other callers (cmkctl, tests) hand it Accounts of
+// their own making.
 func (c *Chain) EnsureL1Key(ctx context.Context, a *cmkv1.Account) (bool, error) {
 	if !c.Provisions(a.Spec.Keystore) {
 		return false, nil

@@ -36,7 +36,7 @@ func (g *gatedOps) GetKey(ctx context.Context, _ *operationsv1.GetKeyRequest, _ 
 	if g.err != nil {
 		return nil, g.err
 	}
-	return &operationsv1.GetKeyResponse{}, nil
+	return &operationsv1.GetKeyResponse{Status: pluginbacked.StateEnabled}, nil
 }
 
 func gatedProber(ops *gatedOps) *pluginbacked.KeyProber {

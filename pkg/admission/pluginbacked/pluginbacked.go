@@ -145,13 +145,15 @@ type KeyOpsClient interface {
 	GetKey(ctx context.Context, in *operationsv1.GetKeyRequest, opts ...grpc.CallOption) (*operationsv1.GetKeyResponse, error)
 }
 
-// KeyProber implements keychain.Prober with GetKey on the keystore plugin named for the Account's keystore.
+// KeyProber implements keychain.Prober with GetKey on the keystore plugin named for the Account's keystore. Only a
+// key whose GetKey state is ENABLED answers: a key that exists but is disabled or pending deletion is as unusable for
+// wrapping as a missing one (*keychain.KeyStateError).
 //
 // Probes are deduplicated: concurrent probes of the same key with the same instance configuration share one
 // backend call (1,000 admissions of Accounts on a cold key make one GetKey), and a positive answer is cached for
 // TTL. The shared call runs with its own budget (CallTimeout), detached from the first caller, so a caller that
 // gives up (its admission budget ran out) neither cancels the call for the others nor waits beyond its own deadline.
-// Negative answers are not cached: a key created a moment later must be seen at once.
+// Negative answers (missing, not enabled) are not cached: a key created or enabled a moment later must be seen at once.
 type KeyProber struct {
 	// Client returns the operations client for a keystore type (e.g. "aws" → the AWS plugin); an error means no
 	// plugin serves that keystore.
@@ -216,10 +218,13 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
 		defer cancel()
 		p.calls.Add(1)
-		_, err := c.GetKey(cctx, &operationsv1.GetKeyRequest{Parameters: &operationsv1.RequestParameters{
+		resp, err := c.GetKey(cctx, &operationsv1.GetKeyRequest{Parameters: &operationsv1.RequestParameters{
 			Config: &commonv1.KeystoreInstanceConfig{Values: cfg},
 			KeyId:  a.Spec.KeyRef,
 		}})
+		if err == nil {
+			err = enabled(resp.GetStatus()) // a disabled key exists but does not answer; never cached
+		}
 		if err == nil && !dry {
 			p.seen.Put(id, struct{}{}, ttl)
 		}
@@ -234,6 +239,8 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, keychain.ErrKeyDisabled):
+		return err
 	case status.Code(err) == codes.NotFound:
 		return fmt.Errorf("%w: %s", keychain.ErrKeyNotFound, status.Convert(err).Message())
 	case bindingRefused(err):
@@ -243,6 +250,29 @@ func (p *KeyProber) ProbeKey(ctx context.Context, a *cmkv1.Account) error {
 	default:
 		return fmt.Errorf("keystore %s: %s", a.Spec.Keystore, status.Convert(err).Message())
 	}
+}
+
+// StateEnabled is the GetKey status of a usable key. Every keystore plugin of this project (and upstream's
+// keystore clients) reports key states as ENABLED, DISABLED, PENDING_DELETION, PENDING_IMPORT or UNKNOWN.
+const StateEnabled = "ENABLED"
+
+// stateRE is what a key state reported by a plugin may look like to be quoted back in a message.
+var stateRE = regexp.MustCompile(`^[A-Z][A-Z_]{0,31}$`)
+
+// enabled turns the key state of a GetKey answer into the probe's verdict: only an enabled key answers. A disabled
+// key, one pending deletion or import, or a state the plugin left empty proves nothing about the key's usability,
+// so it fails with a *keychain.KeyStateError (wrapping keychain.ErrKeyDisabled). The error carries the state only —
+// never the plugin's other output — and only when it looks like a state name, so nothing else a backend put there
+// travels into admission messages or conditions.
+func enabled(state string) error {
+	st := strings.ToUpper(strings.TrimSpace(state))
+	switch {
+	case st == StateEnabled:
+		return nil
+	case st != "" && !stateRE.MatchString(st):
+		st = "UNKNOWN"
+	}
+	return &keychain.KeyStateError{State: st}
 }
 
 // Forget drops every cached answer (tests; an operator-triggered re-probe).

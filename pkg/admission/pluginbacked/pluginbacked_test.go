@@ -61,10 +61,11 @@ func (f *fakeSIS) count() int {
 	return len(f.calls)
 }
 
-// fakeKeyOps answers GetKey with err (nil = the key exists) and records the requests.
+// fakeKeyOps answers GetKey with err (nil = the key exists, in state; "" = ENABLED) and records the requests.
 type fakeKeyOps struct {
 	mu    sync.Mutex
 	err   error
+	state string
 	calls []*operationsv1.GetKeyRequest
 }
 
@@ -75,7 +76,11 @@ func (f *fakeKeyOps) GetKey(_ context.Context, in *operationsv1.GetKeyRequest, _
 	if f.err != nil {
 		return nil, f.err
 	}
-	return &operationsv1.GetKeyResponse{KeyId: in.GetParameters().GetKeyId()}, nil
+	st := f.state
+	if st == "" {
+		st = pluginbacked.StateEnabled
+	}
+	return &operationsv1.GetKeyResponse{KeyId: in.GetParameters().GetKeyId(), Status: st}, nil
 }
 
 func (f *fakeKeyOps) count() int {

@@ -81,7 +81,7 @@ type slowOps struct{ latency time.Duration }
 func (s slowOps) GetKey(ctx context.Context, _ *operationsv1.GetKeyRequest, _ ...grpc.CallOption) (*operationsv1.GetKeyResponse, error) {
 	select {
 	case <-time.After(s.latency):
-		return &operationsv1.GetKeyResponse{}, nil
+		return &operationsv1.GetKeyResponse{Status: pluginbacked.StateEnabled}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -1,8 +1,11 @@
 // Package account reconciles Account status: it probes the referenced L1 key through the keystore plugin and sets
 // the KeyReachable and Ready conditions (FR-3.3: an Account is Ready only after its key was proven to exist and
 // answer). It re-probes periodically and records events the alert handler forwards: "AccountReady" when an Account
-// becomes Ready, "L1KeyUnreachable" when a Ready key stops answering. For the embedded local keystore, whose keys
-// the platform holds, it first creates a missing L1 key (keychain.Chain.EnsureL1Key). It runs only on the elected
+// becomes Ready, "L1KeyUnreachable" when a Ready key stops answering or a key the Account once had is found lost or
+// not enabled, "L1KeyNotEnabled" when a key that never answered is disabled or pending deletion. For the embedded
+// local keystore, whose keys the platform holds, it creates a missing L1 key (keychain.Chain.EnsureL1Key) — but only
+// for an Account that never had a working key (keychain.KeyEstablished, status.keyFirstAnsweredTime): a key that
+// answered once and is gone is reported, never silently replaced by new material. It runs only on the elected
 // leader.
 package account
 
@@ -30,6 +33,7 @@ import (
 const (
 	ReasonKeyAnswered      = "KeyAnswered"
 	ReasonKeyNotFound      = "KeyNotFound"
+	ReasonKeyNotEnabled    = "KeyNotEnabled"
 	ReasonKeyUnreachable   = "KeyUnreachable"
 	ReasonNoKeystorePlugin = "NoKeystorePlugin"
 	ReasonProvisionFailed  = "KeyProvisionFailed"
@@ -40,6 +44,7 @@ const (
 	EventAccountReady     = "AccountReady"
 	EventL1KeyUnreachable = "L1KeyUnreachable"
 	EventL1KeyCreated     = "L1KeyCreated"
+	EventL1KeyNotEnabled  = "L1KeyNotEnabled"
 )
 
 // Reconciler probes Accounts' L1 keys.
@@ -81,13 +86,32 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	now := r.now()
 	wasReady := meta.IsStatusConditionTrue(a.Status.Conditions, cmkv1.ConditionReady)
+	prevReason := ""
+	if c := meta.FindStatusCondition(a.Status.Conditions, cmkv1.ConditionReady); c != nil {
+		prevReason = c.Reason
+	}
+	base := a.DeepCopy()
+	// An Account that was Ready before status.keyFirstAnsweredTime existed had a working key: record it (as of the
+	// time it became Ready) before anything else, so the marker survives this probe turning it not Ready.
+	if a.Status.KeyFirstAnsweredTime == nil && keychain.KeyEstablished(&a) {
+		since := metav1.NewTime(now)
+		if c := meta.FindStatusCondition(a.Status.Conditions, cmkv1.ConditionReady); c != nil && !c.LastTransitionTime.IsZero() {
+			since = c.LastTransitionTime
+		}
+		a.Status.KeyFirstAnsweredTime = &since
+	}
 
 	reachable, reason, msg := r.probe(ctx, &a)
 	status := metav1.ConditionFalse
 	if reachable {
 		status = metav1.ConditionTrue
+		if a.Status.KeyFirstAnsweredTime == nil {
+			// Written in the same patch as Ready=True: nothing can be wrapped under the key (the ServiceEncryptionKey
+			// controller waits for Ready) before the Account records that it had a working key.
+			t := metav1.NewTime(now)
+			a.Status.KeyFirstAnsweredTime = &t
+		}
 	}
-	base := a.DeepCopy()
 	meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: cmkv1.ConditionKeyReachable, Status: status, Reason: reason, Message: msg, ObservedGeneration: a.Generation})
 	meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: cmkv1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: a.Generation})
 	a.Status.ObservedGeneration = a.Generation
@@ -100,9 +124,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, fmt.Errorf("updating status of account %s: %w", req.NamespacedName, err)
 	}
 	if r.Recorder != nil {
+		// Verdicts about the key itself (gone, not enabled) are announced once per change of reason, even when the
+		// Account was not Ready before (e.g. the key was deleted during a keystore outage): a lost key is data loss,
+		// not a passing outage.
+		keyVerdict := (reason == ReasonKeyNotFound || reason == ReasonKeyNotEnabled) && reason != prevReason
+		established := a.Status.KeyFirstAnsweredTime != nil // when !reachable, set before this probe (or backfilled)
 		switch {
-		case wasReady && !reachable:
+		case wasReady && !reachable, !reachable && established && keyVerdict:
 			r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, EventL1KeyUnreachable, "Probe", "L1 key %q stopped answering: %s", a.Spec.KeyRef, msg)
+		case !reachable && reason == ReasonKeyNotEnabled && keyVerdict:
+			r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, EventL1KeyNotEnabled, "Probe", "%s", msg)
 		case !wasReady && reachable:
 			r.Recorder.Eventf(&a, nil, corev1.EventTypeNormal, EventAccountReady, "Probe", "L1 key %q in keystore %q answered; the account is Ready", a.Spec.KeyRef, a.Spec.Keystore)
 		}
@@ -119,7 +150,9 @@ func (r *Reconciler) probe(ctx context.Context, a *cmkv1.Account) (bool, string,
 	}
 	ctx, cancel := context.WithTimeout(ctx, orDefault(r.Timeout, 10*time.Second))
 	defer cancel()
-	if r.Chain != nil {
+	// Only an Account that never had a working key gets one provisioned: once a key answered, anything may be
+	// wrapped under it, and a new key under the old name would hide that loss behind a Ready Account.
+	if r.Chain != nil && !keychain.KeyEstablished(a) {
 		created, err := r.Chain.EnsureL1Key(ctx, a)
 		if err != nil {
 			return false, ReasonProvisionFailed, fmt.Sprintf("creating L1 key %q in keystore %q: %v", a.Spec.KeyRef, a.Spec.Keystore, err)
@@ -132,8 +165,20 @@ func (r *Reconciler) probe(ctx context.Context, a *cmkv1.Account) (bool, string,
 	switch {
 	case err == nil:
 		return true, ReasonKeyAnswered, "the L1 key exists and answered"
+	case errors.Is(err, keychain.ErrKeyNotFound) && a.Status.KeyFirstAnsweredTime != nil:
+		return false, ReasonKeyNotFound, fmt.Sprintf("L1 key %q no longer exists in keystore %q although it answered on %s: "+
+			"it is lost and is not re-created, since new material could not unwrap anything wrapped under the old key; "+
+			"restore the key in the keystore, or move to a new Account", a.Spec.KeyRef, a.Spec.Keystore, a.Status.KeyFirstAnsweredTime.UTC().Format(time.RFC3339))
 	case errors.Is(err, keychain.ErrKeyNotFound):
 		return false, ReasonKeyNotFound, fmt.Sprintf("L1 key %q does not exist in keystore %q", a.Spec.KeyRef, a.Spec.Keystore)
+	case errors.Is(err, keychain.ErrKeyDisabled):
+		state := "its state is unknown"
+		var se *keychain.KeyStateError
+		if errors.As(err, &se) && se.State != "" {
+			state = "state " + se.State
+		}
+		return false, ReasonKeyNotEnabled, fmt.Sprintf("L1 key %q in keystore %q is not enabled (%s): only an enabled key answers; "+
+			"enable it (or cancel its deletion) in the keystore", a.Spec.KeyRef, a.Spec.Keystore, state)
 	default:
 		return false, ReasonKeyUnreachable, err.Error()
 	}

@@ -84,6 +84,8 @@ type AccountSpec struct {
 }
 
 // AccountStatus is the observed state of an Account.
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.keyFirstAnsweredTime) || (has(self.keyFirstAnsweredTime) && self.keyFirstAnsweredTime == oldSelf.keyFirstAnsweredTime)",message="status.keyFirstAnsweredTime is set once and never cleared or changed"
 type AccountStatus struct {
 	// ObservedGeneration is the generation last probed.
 	// +optional
@@ -91,6 +93,12 @@ type AccountStatus struct {
 	// LastProbeTime is when the L1 key was last probed.
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+	// KeyFirstAnsweredTime is when the L1 key first answered a probe. It is set once and never cleared: from then on
+	// the Account has had a working key, so a key that goes missing is reported as lost (Ready=False, KeyNotFound,
+	// event L1KeyUnreachable) and never re-created by the platform — new material under the old name would leave
+	// everything wrapped under the old key unrecoverable while looking healthy.
+	// +optional
+	KeyFirstAnsweredTime *metav1.Time `json:"keyFirstAnsweredTime,omitempty"`
 	// Conditions: Ready and KeyReachable.
 	// +optional
 	// +listType=map

@@ -136,6 +136,10 @@ func (in *AccountStatus) DeepCopyInto(out *AccountStatus) {
 		in, out := &in.LastProbeTime, &out.LastProbeTime
 		*out = (*in).DeepCopy()
 	}
+	if in.KeyFirstAnsweredTime != nil {
+		in, out := &in.KeyFirstAnsweredTime, &out.KeyFirstAnsweredTime
+		*out = (*in).DeepCopy()
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -23,6 +24,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/apeirora/apeiro-cmk/internal/testpeers/moto"
+	"github.com/apeirora/apeiro-cmk/pkg/admission/pluginbacked"
+	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 	"github.com/apeirora/apeiro-cmk/pkg/keychain"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/aws"
 	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/keyversions"
@@ -228,6 +231,28 @@ func TestKeyStates(t *testing.T) {
 	}
 	missing := srv.KeyARN("acme", "00000000-0000-4000-8000-000000000000")
 
+	// The webhook's L1 key probe (pluginbacked.KeyProber, GetKey through this plugin): only an enabled key answers;
+	// a disabled or pending-deletion key is refused naming its state only, a missing one is not found.
+	prober := &pluginbacked.KeyProber{
+		Client:         func(cmkv1.KeystoreType) (pluginbacked.KeyOpsClient, error) { return getKeyOnly{ops}, nil },
+		InstanceConfig: func(*cmkv1.Account) (*structpb.Struct, error) { return acme, nil },
+	}
+	probe := func(key string) error {
+		return prober.ProbeKey(testCtx(t), &cmkv1.Account{Spec: cmkv1.AccountSpec{Keystore: cmkv1.KeystoreAWS, KeyRef: key, Region: srv.Region}})
+	}
+	if err := probe(createKey(t, ops, acme)); err != nil {
+		t.Fatalf("probe of an enabled key: %v", err)
+	}
+	for key, state := range map[string]string{disabled: aws.StateDisabled, pending: aws.StatePendingDeletion} {
+		var se *keychain.KeyStateError
+		if err := probe(key); !errors.As(err, &se) || se.State != state || !errors.Is(err, keychain.ErrKeyDisabled) {
+			t.Fatalf("probe of a %s key: %v, want a KeyStateError naming %s", state, err, state)
+		}
+	}
+	if err := probe(missing); !errors.Is(err, keychain.ErrKeyNotFound) {
+		t.Fatalf("probe of a missing key: %v, want ErrKeyNotFound", err)
+	}
+
 	for _, tc := range []struct {
 		name, key, state string
 		wrapErr          error
@@ -274,6 +299,13 @@ func TestKeyStates(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "region") {
 		t.Fatalf("wrong region: %v", err)
 	}
+}
+
+// getKeyOnly serves the in-process plugin's GetKey as the gRPC client the prober expects.
+type getKeyOnly struct{ ops *aws.Operations }
+
+func (g getKeyOnly) GetKey(ctx context.Context, in *operationsv1.GetKeyRequest, _ ...grpc.CallOption) (*operationsv1.GetKeyResponse, error) {
+	return g.ops.GetKey(ctx, in)
 }
 
 // TestMotoGoesAway: when the keystore disappears mid-run, calls fail fast with a clear Unavailable error (bounded
