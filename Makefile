@@ -76,7 +76,16 @@ test: verify-generate lint $(PEERS) ## Every test: unit, contract suites, envtes
 	@echo ">> unit, contract and e2e tests (real control plane from $$(bash hack/peers/build-kube.sh 2>/dev/null); peers: $(PEERS))"
 	KUBE_BIN="$$(bash hack/peers/build-kube.sh 2>/dev/null)" KUBEBUILDER_ASSETS="$$(bash hack/peers/build-kube.sh 2>/dev/null)" \
 		$(PEER_ENV) $(GO) test -race -count=1 -timeout 40m ./...
+	@$(MAKE) --no-print-directory test-modules
 	@$(MAKE) --no-print-directory fuzz
+
+# bench/charts and hack/image are modules of their own (their dependencies stay out of go.mod), so `go test ./...`
+# does not reach them.
+.PHONY: test-modules
+test-modules: ## Unit tests of the side modules (bench/charts, hack/image).
+	@echo ">> side modules: bench/charts, hack/image"
+	cd bench/charts && GOFLAGS=-mod=readonly $(GO) test -count=1 ./...
+	cd hack/image && GOFLAGS=-mod=readonly $(GO) test -count=1 ./...
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no control plane).

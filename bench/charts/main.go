@@ -1,5 +1,7 @@
 // Command charts draws the PNG charts of a bench/load run (results.json): the latency distribution of each target
-// at each concurrency, and the RSS of both processes over the run. It is a module of its own so that the plotting
+// at each concurrency, and the RSS of both processes over the run; and those of the e2e evidence files
+// (internal/evidence, written by `make bench-e2e`): latency distributions with and without the webhooks through the
+// API server, and a latency-over-time chart per fault run. It is a module of its own so that the plotting
 // library never enters the webhook's dependency graph.
 package main
 
@@ -8,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"image/color"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -52,7 +55,7 @@ var colors = map[string]color.Color{
 }
 
 func main() {
-	in := flag.String("in", ".dev/bench/results.json", "results.json of a bench/load run")
+	in := flag.String("in", ".dev/bench/results.json", "results.json of a bench/load run, an e2e evidence file, or a directory of them")
 	out := flag.String("out", "docs/img", "directory for the PNG files")
 	prefix := flag.String("prefix", "bench-load", "file name prefix")
 	flag.Parse()
@@ -62,34 +65,90 @@ func main() {
 	}
 }
 
+// run renders one input file, or every *.json in a directory. The file's "kind" says what it is: none for
+// bench/load's results.json, "e2e-load" or "e2e-fault" for the evidence the e2e tests write (internal/evidence).
 func run(in, out, prefix string) error {
-	b, err := os.ReadFile(in)
+	st, err := os.Stat(in)
 	if err != nil {
 		return err
 	}
-	var r results
-	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("%s: %w", in, err)
+	files := []string{in}
+	if st.IsDir() {
+		if files, err = filepath.Glob(filepath.Join(in, "*.json")); err != nil {
+			return err
+		}
+		if len(files) == 0 {
+			return fmt.Errorf("%s: no *.json files", in)
+		}
+		sort.Strings(files)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
+	for _, f := range files {
+		written, err := renderFile(f, out, prefix)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		for _, p := range written {
+			fmt.Println(p)
+		}
+	}
+	return nil
+}
+
+// maxInput bounds what is read from one input file.
+const maxInput = 64 << 20
+
+func renderFile(in, out, prefix string) ([]string, error) {
+	f, err := os.Open(in)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxInput+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxInput {
+		return nil, fmt.Errorf("larger than %d bytes", maxInput)
+	}
+	var head struct {
+		Kind string `json:"kind"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return nil, err
+	}
+	switch head.Kind {
+	case "":
+		return benchLoadCharts(b, out, prefix)
+	case kindE2ELoad:
+		return e2eLoadCharts(b, out, prefix)
+	case kindE2EFault:
+		return faultCharts(b, out, prefix)
+	default:
+		return nil, fmt.Errorf("unknown kind %q (want none, %q or %q)", head.Kind, kindE2ELoad, kindE2EFault)
+	}
+}
+
+func benchLoadCharts(b []byte, out, prefix string) ([]string, error) {
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
 	where := fmt.Sprintf("%s, %d cores, load %.1f at start; %s", r.Machine.CPU, r.Machine.Cores, r.Machine.LoadStart, r.Started)
 	written, err := latencyCharts(r, out, prefix, where)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(r.RSS) > 0 {
 		p := filepath.Join(out, prefix+"-rss.png")
 		if err := rssChart(r, p, where); err != nil {
-			return err
+			return nil, err
 		}
 		written = append(written, p)
 	}
-	for _, p := range written {
-		fmt.Println(p)
-	}
-	return nil
+	return written, nil
 }
 
 // latencyCharts draws, per concurrency, the cumulative latency distribution of both targets (all rounds merged),
@@ -119,33 +178,15 @@ func latencyCharts(r results, out, prefix, where string) ([]string, error) {
 	sort.Ints(levels)
 	var written []string
 	for _, c := range levels {
-		p := plot.New()
-		p.Title.Text = fmt.Sprintf("Admission latency, %d concurrent requests (client side, TLS keep-alive)", c)
-		p.X.Label.Text = "latency (ms, log scale)"
-		p.Y.Label.Text = "share of requests answered"
-		p.X.Scale = plot.LogScale{}
-		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-		p.Y.Min, p.Y.Max = 0, 1
-		p.Add(plotter.NewGrid())
+		var series []cdfSeries
 		for _, target := range []string{"apeiro-cmk", "bare"} {
-			h := merged[key{c, target}]
-			if len(h) == 0 {
-				continue
+			if h := merged[key{c, target}]; len(h) > 0 {
+				series = append(series, cdfSeries{name: target, color: colors[target], hist: h})
 			}
-			line, err := plotter.NewLine(cdf(h))
-			if err != nil {
-				return nil, err
-			}
-			line.Color = colors[target]
-			line.Width = vg.Points(1.5)
-			p.Add(line)
-			p.Legend.Add(target, line)
 		}
-		p.Legend.Top = true // the upper left of a distribution is empty
-		p.Legend.Left = true
-		addCaption(p, where, r.Config.WebhookArgs)
 		path := filepath.Join(out, fmt.Sprintf("%s-latency-c%d.png", prefix, c))
-		if err := p.Save(8*vg.Inch, 4.5*vg.Inch, path); err != nil {
+		title := fmt.Sprintf("Admission latency, %d concurrent requests (client side, TLS keep-alive)", c)
+		if err := cdfChart(title, series, where, r.Config.WebhookArgs, false, path); err != nil {
 			return nil, err
 		}
 		written = append(written, path)
@@ -153,19 +194,88 @@ func latencyCharts(r results, out, prefix, where string) ([]string, error) {
 	return written, nil
 }
 
-func cdf(h map[float64]float64) plotter.XYs {
+// cdfSeries is one line of a latency distribution chart: hist maps a bucket's upper bound (µs) to its count. total,
+// when above the sum of the counts, is the number of all observations (some beyond the last bound drawn), so the
+// line stops below 1 instead of pretending the rest was fast.
+type cdfSeries struct {
+	name   string
+	color  color.Color
+	hist   map[float64]float64
+	total  float64
+	points bool // mark each bound: for coarse buckets, where a line between them would suggest more than is known
+}
+
+// cdfChart draws cumulative latency distributions on a logarithmic latency axis, so that the tail is visible.
+func cdfChart(title string, series []cdfSeries, where string, args []string, legendLowerRight bool, path string) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "latency (ms, log scale)"
+	p.Y.Label.Text = "share of requests answered"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Add(plotter.NewGrid())
+	lo, hi := math.Inf(1), 0.0
+	for _, s := range series {
+		line, err := plotter.NewLine(cdf(s.hist, s.total))
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		for _, pt := range line.XYs {
+			lo, hi = math.Min(lo, pt.X), math.Max(hi, pt.X)
+		}
+		line.Color = s.color
+		line.Width = vg.Points(1.5)
+		p.Add(line)
+		if s.points {
+			sc, err := plotter.NewScatter(line.XYs)
+			if err != nil {
+				return err
+			}
+			sc.Color = s.color
+			p.Add(sc)
+			p.Legend.Add(s.name, line, sc)
+		} else {
+			p.Legend.Add(s.name, line)
+		}
+	}
+	if hi > 0 {
+		// Whole decades: left to itself, a range of one value (one bucket) is padded below zero, which a log axis
+		// cannot draw, and a tick label past the end of the range shrinks the plot to make room for it.
+		p.X.Min, p.X.Max = decades(lo, hi)
+	}
+	// The upper left of a distribution is empty; so is the lower right, which suits a legend of many entries.
+	p.Legend.Top, p.Legend.Left = !legendLowerRight, !legendLowerRight
+	addCaption(p, where, args)
+	return p.Save(8*vg.Inch, 4.5*vg.Inch, path)
+}
+
+// decades widens [lo, hi] (both > 0) to whole powers of ten.
+func decades(lo, hi float64) (float64, float64) {
+	l, h := math.Pow(10, math.Floor(math.Log10(lo))), math.Pow(10, math.Ceil(math.Log10(hi)))
+	if h <= l {
+		h = l * 10
+	}
+	return l, h
+}
+
+func cdf(h map[float64]float64, total float64) plotter.XYs {
 	uppers := make([]float64, 0, len(h))
-	total := 0.0
+	sum := 0.0
 	for u, n := range h {
 		uppers = append(uppers, u)
-		total += n
+		sum += n
 	}
+	total = math.Max(total, sum)
 	sort.Float64s(uppers)
 	pts := make(plotter.XYs, 0, len(uppers))
 	seen := 0.0
 	for _, u := range uppers {
 		seen += h[u]
 		pts = append(pts, plotter.XY{X: math.Max(u/1000, 0.001), Y: seen / total})
+		if seen >= total {
+			break // empty buckets above the slowest request would only stretch the axis
+		}
 	}
 	return pts
 }
@@ -205,14 +315,17 @@ func rssChart(r results, path, where string) error {
 }
 
 // addCaption names the machine and the run under the chart, so no figure travels without them.
+// It goes under the title, not under the x axis: gonum/plot places a centred x-axis label at the arithmetic middle
+// of the axis range when it makes room for it, which on a log axis lies near the right end, so a long label there
+// squeezes the plot into the left two thirds of the image.
 func addCaption(p *plot.Plot, where string, args []string) {
-	p.X.Label.Text += "\n" + where
+	p.Title.Text += "\n" + where
 	if len(args) > 0 {
-		p.X.Label.Text += fmt.Sprintf("; webhook flags %v", args)
+		p.Title.Text += fmt.Sprintf("; webhook flags %v", args)
 	}
 }
 
-func contains(xs []int, x int) bool {
+func contains[T comparable](xs []T, x T) bool {
 	for _, v := range xs {
 		if v == x {
 			return true

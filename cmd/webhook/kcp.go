@@ -26,6 +26,7 @@ import (
 type kcpOptions struct {
 	kubeconfig        string
 	context           string
+	watchContext      string // cmd/webhook/kcpwatch.go
 	inCluster         bool
 	tenantsRoot       string
 	platformWorkspace string
@@ -35,7 +36,8 @@ type kcpOptions struct {
 
 func (k *kcpOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&k.kubeconfig, "kcp-kubeconfig", "", "Kubeconfig of a kcp server: serve the Platform Mesh on kcp (tenants from workspaces) instead of a plain Kubernetes cluster.")
-	fs.StringVar(&k.context, "kcp-context", "", "With --kcp-kubeconfig: the kubeconfig context (empty: current). Its identity must be allowed to list and watch across all workspaces (/clusters/*).")
+	fs.StringVar(&k.context, "kcp-context", "", "With --kcp-kubeconfig: the kubeconfig context (empty: current). Its identity must be allowed to list and watch across all workspaces (/clusters/*) unless --kcp-watch-context names the identity for that (deploy/kcp then grants everything else).")
+	bindWatchContext(fs, &k.watchContext) // cmd/webhook/kcpwatch.go
 	fs.BoolVar(&k.inCluster, "kcp-in-cluster", false, "Like --kcp-kubeconfig, with the in-cluster configuration (the webhook runs in a pod of kcp's hosting cluster).")
 	fs.StringVar(&k.tenantsRoot, "kcp-tenants-root", "root", "With kcp: every workspace below this path is a tenant (except the platform workspace).")
 	fs.StringVar(&k.platformWorkspace, "kcp-platform-workspace", "root:platform", "With kcp: the workspace holding the Platform Mesh configuration.")
@@ -58,6 +60,10 @@ func runKCP(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	watch, err := o.kcp.watchConfig(base) // the cross-workspace list/watch identity (cmd/webhook/kcpwatch.go)
+	if err != nil {
+		return err
+	}
 	model := hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth})
 	graph := kcp.NewGraph(kcp.Options{TenantsRoot: o.kcp.tenantsRoot, PlatformWorkspace: o.kcp.platformWorkspace,
 		MeshNamespace: o.kcp.meshNamespace, MeshName: o.kcp.meshName}, model)
@@ -71,7 +77,8 @@ func runKCP(ctx context.Context, o options) error {
 	if o.tls13 {
 		minTLS = tls.VersionTLS13
 	}
-	whServer := server.New(server.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir, MinTLSVersion: minTLS, ClientCAFile: o.clientCAFile})
+	whServer := server.New(server.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir, MinTLSVersion: minTLS, ClientCAFile: o.clientCAFile,
+		Draining: o.shutdown.isDraining, ShutdownTimeout: o.shutdown.drainTimeout()}) // cmd/webhook/shutdown.go
 	// The manager only hosts the webhook server, metrics and probes here; it starts no caches.
 	mgr, err := ctrl.NewManager(kcp.ForCluster(base, o.kcp.platformWorkspace), ctrl.Options{
 		Scheme:                 scheme,
@@ -106,16 +113,24 @@ func runKCP(ctx context.Context, o options) error {
 		return err
 	}
 	wopts.OnAccount, wopts.OnKey = ctrls.OnAccount, ctrls.OnKey
-	live, err := kcp.NewLiveReader(base, graph.Options())
+	inUseFinalizer, err := setupKCPInUse(mgr, o, base, graph, model, &wopts) // cmd/webhook/kcpinuse.go
 	if err != nil {
 		return err
 	}
-	watcher := kcp.NewWatcher(base, graph, wopts)
+	kcpLive, err := kcp.NewLiveReader(base, graph.Options())
+	if err != nil {
+		return err
+	}
+	live, err := liveReader(kcpLive, o.inUse, inUseFinalizer != "") // cmd/webhook/perf.go
+	if err != nil {
+		return err
+	}
+	watcher := kcp.NewWatcher(watch, graph, wopts)
 	if err := mgr.Add(ctrls); err != nil {
 		return err
 	}
 	// The alert handler, across workspaces (cmd/webhook/kcpalerts.go).
-	if err := setupKCPAlerts(mgr, o, base, graph, watcher.HasSynced); err != nil {
+	if err := setupKCPAlerts(mgr, o, base, watch, graph, watcher.HasSynced); err != nil {
 		return err
 	}
 	var perms admission.Permissions = admission.RBACDelegated{}
@@ -125,12 +140,13 @@ func runKCP(ctx context.Context, o options) error {
 	h := admission.NewHandlers(admission.Handlers{
 		// Point reads go live on a model miss and for terminating checks (the workspace, or the Account in its
 		// logical cluster); lists come from the watch (pkg/kcp LiveReader).
-		Dir:          &admission.Directory{Model: model, MaxDepth: o.maxDepth, Source: graph, Live: admission.NewBatchedReader(live)},
-		Regions:      kcp.MeshPolicy{Graph: graph},
-		Keys:         keys.Admission,
-		Permissions:  perms,
-		ProbeTimeout: o.probeTimeout,
-		TrustDomains: splitList(o.trustDomains),
+		Dir:            &admission.Directory{Model: model, MaxDepth: o.maxDepth, Source: graph, Live: live},
+		Regions:        kcp.MeshPolicy{Graph: graph},
+		Keys:           keys.Admission,
+		Permissions:    perms,
+		ProbeTimeout:   o.probeTimeout,
+		TrustDomains:   splitList(o.trustDomains),
+		InUseFinalizer: inUseFinalizer,
 	})
 	admission.Register(whServer, h, admission.Limits{MaxBodyBytes: o.maxBodyBytes})
 	_ = mgr.GetWebhookServer()

@@ -17,7 +17,8 @@ import (
 // setupKCPAlerts is setupAlerts for kcp mode: the same handler, Alertmanager sender and tenant webhook dispatcher
 // (same flags), fed by cross-workspace watches of Events and WebHookNotifications. A tenant is the tenant of the
 // workspace an Event or a WebHookNotification lives in; signing Secrets and status live in the target's workspace.
-func setupKCPAlerts(mgr manager.Manager, o options, base *rest.Config, graph *kcp.Graph, synced func() bool) error {
+// base reads and writes inside single workspaces; watch lists and watches across all of them (cmd/webhook/kcpwatch.go).
+func setupKCPAlerts(mgr manager.Manager, o options, base, watch *rest.Config, graph *kcp.Graph, synced func() bool) error {
 	a := o.alerts
 	if !a.enabled {
 		return nil
@@ -48,11 +49,11 @@ func setupKCPAlerts(mgr manager.Manager, o options, base *rest.Config, graph *kc
 	if err := mgr.Add(manager.RunnableFunc(h.Webhooks.Run)); err != nil {
 		return err
 	}
-	events, err := kcp.EventsListWatch(base)
+	events, err := kcp.EventsListWatch(watch)
 	if err != nil {
 		return err
 	}
-	targets, err := kcp.WebHookNotificationsListWatch(base, 0)
+	targets, err := kcp.WebHookNotificationsListWatch(watch, 0)
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,7 @@ type options struct {
 	certRenew       certRenewOptions
 	alerts          alertOptions
 	inUse           inUseOptions
+	shutdown        shutdownOptions // cmd/webhook/shutdown.go
 }
 
 func (o *options) bind(fs *flag.FlagSet) {
@@ -75,6 +76,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	o.certRenew.bind(fs)
 	o.alerts.bind(fs)
 	o.inUse.bind(fs)
+	o.shutdown.bind(fs)
 	fs.StringVar(&o.trustDomains, "trust-domains", "", "Comma-separated SPIFFE trust domains allowed in workload identities (empty: any).")
 	fs.DurationVar(&o.probeTimeout, "key-probe-timeout", admission.DefaultProbeTimeout, "Budget of an L1 key probe on the admission path; slower keystores produce a warning, not a denial.")
 	fs.Int64Var(&o.maxBodyBytes, "max-request-bytes", admission.DefaultMaxBodyBytes, "Largest accepted AdmissionReview body.")
@@ -92,7 +94,7 @@ func main() {
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
-	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
+	if err := run(o.shutdown.signalContext(), o); err != nil {
 		ctrl.Log.Error(err, "webhook server failed")
 		os.Exit(1)
 	}
@@ -114,7 +116,8 @@ func run(ctx context.Context, o options) error {
 	if o.tls13 {
 		minTLS = tls.VersionTLS13
 	}
-	whServer := server.New(server.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir, MinTLSVersion: minTLS, ClientCAFile: o.clientCAFile})
+	whServer := server.New(server.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir, MinTLSVersion: minTLS, ClientCAFile: o.clientCAFile,
+		Draining: o.shutdown.isDraining, ShutdownTimeout: o.shutdown.drainTimeout()}) // cmd/webhook/shutdown.go
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -139,7 +142,11 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	dir := &admission.Directory{Model: hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth}), Cached: mgr.GetClient(), Live: liveReader(mgr.GetAPIReader()), MaxDepth: o.maxDepth}
+	live, err := liveReader(mgr.GetAPIReader(), o.inUse, o.inUse.enabled) // cmd/webhook/perf.go
+	if err != nil {
+		return err
+	}
+	dir := &admission.Directory{Model: hierarchy.New(hierarchy.Config{MaxDepth: o.maxDepth}), Cached: mgr.GetClient(), Live: live, MaxDepth: o.maxDepth}
 	modelSynced, err := admission.Sync(ctx, mgr.GetCache(), dir)
 	if err != nil {
 		return err

@@ -231,6 +231,8 @@ func (s *Stack) startWebhook(ctx context.Context) error {
 			"--health-probe-bind-address=" + s.HealthAddr,
 			// Regions and audiences come from the profile's SIS plugin, as in deploy/base.
 			"--region-source=sis",
+			// No Service in front keeps sending it traffic when the stack stops it: stop without a delay.
+			"--shutdown-delay=0",
 		}, s.opts.WebhookArgs...)
 		env := append([]string{"APEIRO_LOCAL_KEYSTORE_DIR=" + filepath.Join(s.opts.WorkDir, "keystore-local")}, s.opts.WebhookEnv...)
 		s.Webhook, err = controlplane.StartProcess("webhook", s.opts.WebhookBin, args, filepath.Join(s.opts.WorkDir, "webhook.log"), env...)

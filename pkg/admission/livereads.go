@@ -37,16 +37,17 @@ func liveMetadata(kind string) *metav1.PartialObjectMetadata {
 // with a GET of its own; a request waits at most two round trips, and N concurrent requests for one object cost
 // about one GET per round trip instead of N. Reads with options, and lists, go straight through.
 //
-// MaxAge > 0 relaxes this on purpose (off by default): a request may then also use a read that started up to MaxAge
-// before it arrived. The answer may then miss a change made up to MaxAge earlier — a window of the same kind as the
-// informers' lag and as the unavoidable race between admitting a write and the API server persisting it
-// (docs/admission.md).
+// MaxAge > 0 relaxes this on purpose: a request may then also use a read that started up to MaxAge before it
+// arrived, and a read past half that age is renewed in the background while requests keep using it, so that under
+// steady load no request waits for the API server. The answer may then miss a change made up to MaxAge earlier — a
+// window of the same kind as the informers' lag, which the in-use finalizer makes harmless (docs/admission.md; the
+// webhook sets MaxAge only while the finalizer runs).
 type BatchedReader struct {
 	client.Reader
 	// Timeout bounds one shared read (default 10 s, the request timeout); each caller also stops waiting when its
 	// own context ends.
 	Timeout time.Duration
-	// MaxAge is how much older than the request a shared read may be; 0 (the default) means never older.
+	// MaxAge is how much older than the request a shared read may be; 0 (the zero value) means never older.
 	MaxAge time.Duration
 
 	mu    sync.Mutex
@@ -110,7 +111,8 @@ func (r *BatchedReader) Get(ctx context.Context, key client.ObjectKey, obj clien
 	k := batchKey{typ: reflect.TypeOf(obj), gvk: obj.GetObjectKind().GroupVersionKind(), namespace: key.Namespace, name: key.Name}
 	now := time.Now()
 	// The oldest read start this request may use.
-	oldest := arrivalOf(ctx).Add(-max(r.MaxAge, 0))
+	arrival := arrivalOf(ctx)
+	oldest := arrival.Add(-max(r.MaxAge, 0))
 	r.mu.Lock()
 	if r.state == nil {
 		r.state = map[batchKey]*batchQueue{}
@@ -127,7 +129,13 @@ func (r *BatchedReader) Get(ctx context.Context, key client.ObjectKey, obj clien
 	how := "joined"
 	switch {
 	case q.last != nil && !q.last.started.Before(oldest):
-		b, how = q.last, "reused" // finished, and started after the request arrived
+		b, how = q.last, "reused" // finished, and started no earlier than this request may accept
+		if r.MaxAge > 0 && q.current == nil && arrival.Sub(q.last.started) > r.MaxAge/2 {
+			// Refresh ahead: past half its window, the read is renewed in the background, so under steady load
+			// nobody waits for a round trip when it expires. This request keeps the answer it may use.
+			q.current = newBatch(obj, now)
+			go r.execute(k, q.current)
+		}
 	case q.current != nil && !q.current.started.Before(oldest):
 		b = q.current // in flight, started after the request arrived
 	case q.current == nil:

@@ -203,3 +203,41 @@ func TestBatchedReaderMaxAge(t *testing.T) {
 		}
 	}
 }
+
+// Past half of MaxAge a read is renewed in the background: the caller that notices keeps the read it may use and
+// does not wait for the renewal, and later callers get the renewed read.
+func TestBatchedReaderRefreshesAhead(t *testing.T) {
+	fake := &stateReader{}
+	fake.parent.Store("v1")
+	r := admission.NewBatchedReader(fake)
+	r.MaxAge = time.Hour
+	get := func(arrival time.Time) string {
+		var tn cmkv1.Tenant
+		if err := r.Get(admission.WithArrival(context.Background(), arrival), client.ObjectKey{Name: "acme-eu"}, &tn); err != nil {
+			t.Fatal(err)
+		}
+		return tn.Spec.Parent
+	}
+	if got := get(time.Now()); got != "v1" {
+		t.Fatalf("first read: %q", got)
+	}
+	// A request arriving 40 minutes later may still use that read (within the hour) but it is past half its
+	// window: the request is answered from it at once, while the renewal is held at the API server.
+	fake.parent.Store("v2")
+	fake.hold, fake.started = make(chan struct{}), make(chan struct{}, 1)
+	if got := get(time.Now().Add(40 * time.Minute)); got != "v1" {
+		t.Fatalf("refreshing caller: %q, want the read it may still use (v1)", got)
+	}
+	<-fake.started // the renewal started in the background
+	close(fake.hold)
+	deadline := time.Now().Add(10 * time.Second)
+	for get(time.Now()) != "v2" {
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed read was never used")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := fake.reads.Load(); n != 2 {
+		t.Fatalf("%d reads, want 2 (one renewal)", n)
+	}
+}

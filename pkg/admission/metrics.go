@@ -34,7 +34,7 @@ var (
 	// next GET). joined ÷ all is the share of API server round trips saved.
 	liveReads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apeiro_cmk_live_reads_total",
-		Help: "Live reads of referenced objects requested by admission checks, by how they were served (started, queued, joined).",
+		Help: "Live reads of referenced objects requested by admission checks, by how they were served (started, queued, joined, reused).",
 	}, []string{"how"})
 )
 

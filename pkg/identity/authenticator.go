@@ -179,8 +179,10 @@ func (r *Rejection) Unwrap() error { return r.Err }
 // Public reasons. They say what a client can act on (send a well-formed token, get a new one, retry later) and
 // nothing about which check failed.
 const (
-	ReasonMalformed   = "malformed token"
-	ReasonInvalid     = "invalid token"
+	ReasonMalformed = "malformed token"
+	ReasonInvalid   = "invalid token"
+	// ReasonUnavailable: verifying needs the IdP (a key id not cached yet, or no keys at all) and the IdP did not
+	// answer. Retrying later may succeed; getting a new token will not help until the IdP is back.
 	ReasonUnavailable = "token cannot be verified at the moment"
 )
 
@@ -225,11 +227,11 @@ func (a *Authenticator) oidcUser(ctx context.Context, is *issuer, t *rawToken) (
 		switch {
 		case errors.Is(err, ErrMalformed):
 			return nil, reject(ReasonMalformed, err)
+		case errors.Is(err, ErrIssuerUnreachable):
+			// The token needs a key only the IdP can provide, and the IdP did not answer: not known to be bad.
+			return nil, reject(ReasonUnavailable, err)
 		case errors.Is(err, ErrUnknownKey), errors.Is(err, ErrExpired), errors.Is(err, ErrNotYetValid):
 			return nil, reject(ReasonInvalid, err)
-		case is.keys.Fetches() > 0 && len(is.keys.cached()) == 0:
-			// Never had keys: the IdP is unreachable, not the token bad.
-			return nil, reject(ReasonUnavailable, err)
 		}
 		return nil, reject(ReasonInvalid, err)
 	}

@@ -200,11 +200,31 @@ func TestIdPDownCachedKeysVerify(t *testing.T) {
 	if _, err := f.auth.Authenticate(context.Background(), f.key.sign(t, f.claims())); err != nil {
 		t.Fatalf("cached key with the IdP down: %v", err)
 	}
-	// An unknown kid now triggers a (failing) refetch and is rejected as invalid, not "unavailable".
+	// An unknown kid now triggers a (failing) refetch. Until the IdP answers, a rotated-in key and a made-up kid look
+	// the same: the token is refused as "cannot be verified at the moment", not as invalid.
 	_, err := f.auth.Authenticate(context.Background(), newRSAKey(t, "new").sign(t, f.claims()))
 	var rj *Rejection
-	if !errors.As(err, &rj) || rj.Reason != ReasonInvalid {
-		t.Fatalf("unknown kid with IdP down: %v", err)
+	if !errors.As(err, &rj) || rj.Reason != ReasonUnavailable || !errors.Is(err, ErrIssuerUnreachable) {
+		t.Fatalf("unknown kid with IdP down: %v, want reason %q", err, ReasonUnavailable)
+	}
+	// Within the interval the failed attempt's answer stands, without another request to the IdP.
+	hits := f.idp.jwksHits.Load() + f.idp.discoHits.Load()
+	_, err = f.auth.Authenticate(context.Background(), newRSAKey(t, "new2").sign(t, f.claims()))
+	if !errors.As(err, &rj) || rj.Reason != ReasonUnavailable {
+		t.Fatalf("unknown kid within the interval after a failed refetch: %v, want reason %q", err, ReasonUnavailable)
+	}
+	if f.idp.jwksHits.Load()+f.idp.discoHits.Load() != hits {
+		t.Fatal("the IdP was asked again within the refetch interval")
+	}
+	// Forged (known kid, wrong key) and expired tokens keep their own reason during the outage.
+	forged := newRSAKey(t, "k1")
+	for name, tok := range map[string]string{
+		"forged":  forged.sign(t, f.claims()),
+		"expired": f.key.sign(t, claimsFor(f.iss, []string{testAud}, "alice", f.clock.Now().Add(-time.Hour), time.Minute)),
+	} {
+		if _, err := f.auth.Authenticate(context.Background(), tok); !errors.As(err, &rj) || rj.Reason != ReasonInvalid {
+			t.Fatalf("%s token with the IdP down: %v, want reason %q", name, err, ReasonInvalid)
+		}
 	}
 	// Rotation: the IdP comes back with a new key; its first token fetches it.
 	f.idp.down.Store(false)
@@ -215,6 +235,72 @@ func TestIdPDownCachedKeysVerify(t *testing.T) {
 	f.clock.Add(time.Minute)
 	if _, err := f.auth.Authenticate(context.Background(), rotated.sign(t, f.claims())); err != nil {
 		t.Fatalf("rotated-in key: %v", err)
+	}
+}
+
+// TestIdPHangs: an IdP that accepts connections and never answers holds a review no longer than the caller's budget
+// (shorter than the HTTP client's timeout); the fetch goes on in the background and its result serves later tokens.
+func TestIdPHangs(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.auth.Authenticate(context.Background(), f.key.sign(t, f.claims())); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	f.idp.hang.Store(&release)
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	f.clock.Add(time.Hour)
+	rotated := newECKey(t, "k3")
+	f.idp.mu.Lock()
+	f.idp.keys = append(f.idp.keys, rotated.public())
+	f.idp.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := f.auth.Authenticate(ctx, rotated.sign(t, f.claims()))
+	var rj *Rejection
+	if !errors.As(err, &rj) || rj.Reason != ReasonUnavailable {
+		t.Fatalf("new kid with the IdP hanging: %v, want reason %q", err, ReasonUnavailable)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("refused after %v: the caller's 200 ms budget was not honoured", d)
+	}
+	// A second caller joins the hanging fetch (no new request to the IdP) and also leaves at its own deadline.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	start = time.Now()
+	if _, err := f.auth.Authenticate(ctx2, newRSAKey(t, "k4").sign(t, f.claims())); !errors.As(err, &rj) || rj.Reason != ReasonUnavailable {
+		t.Fatalf("second caller during the hanging refetch: %v, want reason %q", err, ReasonUnavailable)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("second caller refused after %v: its 100 ms budget was not honoured", d)
+	}
+	// Cached keys do not wait for the hanging fetch.
+	if _, err := f.auth.Authenticate(context.Background(), f.key.sign(t, f.claims())); err != nil {
+		t.Fatalf("cached key while the refetch hangs: %v", err)
+	}
+	// The IdP answers: the background fetch completes and the new key verifies without a further fetch.
+	close(release)
+	f.idp.hang.Store(nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := f.auth.Authenticate(context.Background(), rotated.sign(t, f.claims()))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotated key after the IdP answered: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := f.auth.JWKSFetches()[normalizeIssuer(f.iss)]; n != 2 {
+		t.Fatalf("%d JWKS fetches, want 2 (the first, and the one that hung)", n)
 	}
 }
 

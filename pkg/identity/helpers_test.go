@@ -35,6 +35,9 @@ type fakeIdP struct {
 	jwksHits  atomic.Int64
 	discoHits atomic.Int64
 	down      atomic.Bool
+	// hang, when set, makes every request wait until the client gives up or the channel is closed (an IdP that
+	// accepts connections and never answers).
+	hang atomic.Pointer[chan struct{}]
 }
 
 func newFakeIdP(t testing.TB, pub ...jose.JSONWebKey) *fakeIdP {
@@ -43,6 +46,13 @@ func newFakeIdP(t testing.TB, pub ...jose.JSONWebKey) *fakeIdP {
 		if f.down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
+		}
+		if ch := f.hang.Load(); ch != nil {
+			select {
+			case <-*ch:
+			case <-r.Context().Done():
+				return
+			}
 		}
 		switch r.URL.Path {
 		case "/.well-known/openid-configuration":

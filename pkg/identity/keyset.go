@@ -25,6 +25,12 @@ const maxJWKSKeys = 100
 // ErrUnknownKey: the token names a key the issuer does not publish (after at most one allowed refetch).
 var ErrUnknownKey = errors.New("unknown signing key")
 
+// ErrIssuerUnreachable: the token needs a key the cache does not hold and the issuer's discovery or JWKS could not
+// be fetched or used (now, or at the last attempt within the refetch interval): no answer, an HTTP error, a
+// document without usable keys. The token is neither known good nor known bad: a rotated-in key and a made-up kid
+// look the same until the IdP answers, so the caller is told to retry later rather than that its token is invalid.
+var ErrIssuerUnreachable = errors.New("issuer unreachable")
+
 // keySet caches the keys of one issuer's JWKS URL, with a refetch rate limit. Keys are fetched lazily on first
 // use, kept after a failed refetch (an IdP outage does not stop verification with cached keys), and refetched at
 // most once per minRefresh when a token names an unknown kid. Concurrent refetches are coalesced.
@@ -59,10 +65,11 @@ func (k *keySet) verify(ctx context.Context, t *rawToken) error {
 	if !hasKey(keys, t.kid, t.alg) {
 		var err error
 		keys, err = k.refresh(ctx)
-		if err != nil && len(keys) == 0 {
-			return err
-		}
 		if !hasKey(keys, t.kid, t.alg) {
+			if err != nil {
+				// err wraps ErrIssuerUnreachable (a failed fetch, or the caller's budget ended during one).
+				return fmt.Errorf("signing key not cached, refetch failed: %w", err)
+			}
 			return ErrUnknownKey
 		}
 	}
@@ -104,45 +111,50 @@ func keyMatches(key jose.JSONWebKey, kid, alg string) bool {
 	return key.Algorithm == "" || key.Algorithm == alg
 }
 
-// refresh refetches the JWKS unless the last attempt is younger than minRefresh, in which case the cached keys are
-// returned unchanged. Callers arriving during a fetch wait for it.
+// refresh refetches the JWKS unless the last attempt is younger than minRefresh, in which case the cached keys and
+// that attempt's error are returned unchanged. Callers arriving during a fetch wait for it. Every caller, the one
+// that started the fetch included, waits at most until its own context ends: a hanging IdP (accepts connections,
+// never answers) must not hold a TokenReview past its budget, which is shorter than the HTTP client's timeout.
 func (k *keySet) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 	k.mu.Lock()
-	if ch := k.inflight; ch != nil {
-		k.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return k.cached(), ctx.Err()
+	ch := k.inflight
+	if ch == nil {
+		if !k.lastFetch.IsZero() && k.now().Sub(k.lastFetch) < k.minRefresh {
+			keys, err := k.keys, k.fetchErr
+			k.mu.Unlock()
+			return keys, err
 		}
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		return k.keys, k.fetchErr
+		ch = make(chan struct{})
+		k.inflight = ch
+		k.lastFetch = k.now()
+		// Detached from the caller's cancellation (later callers may be waiting on this fetch, and its result is
+		// worth keeping), bounded by the client's own timeout.
+		go k.runFetch(context.WithoutCancel(ctx), ch)
 	}
-	if !k.lastFetch.IsZero() && k.now().Sub(k.lastFetch) < k.minRefresh {
-		keys, err := k.keys, k.fetchErr
-		k.mu.Unlock()
-		return keys, err
-	}
-	ch := make(chan struct{})
-	k.inflight = ch
-	k.lastFetch = k.now()
 	k.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return k.cached(), fmt.Errorf("%w: JWKS refetch still running when the caller's budget ended: %w", ErrIssuerUnreachable, ctx.Err())
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.keys, k.fetchErr
+}
 
-	// Detached from the caller's cancellation (another caller may be waiting on this fetch), bounded by the
-	// client's own timeout.
-	keys, err := k.fetch(context.WithoutCancel(ctx))
-
+// runFetch performs one coalesced fetch and publishes its result; ch is closed when it is in place.
+func (k *keySet) runFetch(ctx context.Context, ch chan struct{}) {
+	keys, err := k.fetch(ctx)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.inflight = nil
 	close(ch)
 	if err != nil {
-		k.fetchErr = err
-		return k.keys, err // keep the keys we had: an IdP outage must not stop verification
+		// Keep the keys we had: an IdP outage must not stop verification with them.
+		k.fetchErr = fmt.Errorf("%w: %w", ErrIssuerUnreachable, err)
+		return
 	}
 	k.keys, k.fetchErr = keys, nil
-	return keys, nil
 }
 
 func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {

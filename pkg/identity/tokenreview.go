@@ -18,8 +18,9 @@ import (
 // MaxTokenReviewBytes bounds a TokenReview request: a token of MaxTokenBytes plus the envelope and audiences.
 const MaxTokenReviewBytes = 64 << 10
 
-// DefaultReviewTimeout bounds one review (JWKS fetch included). The API server's webhook client waits 10 s by
-// default; answering earlier with authenticated:false beats timing out.
+// DefaultReviewTimeout bounds one review, a JWKS refetch included (a refetch still running when it ends goes on in
+// the background and serves later reviews). The API server's webhook client waits up to 30 s per attempt and
+// retries; answering earlier with authenticated:false beats timing out.
 const DefaultReviewTimeout = 5 * time.Second
 
 // TokenAuthenticator is what the TokenReview handler needs; *Authenticator implements it.

@@ -54,6 +54,11 @@ type Options struct {
 	ClientCAFile string
 	// GetCertificate overrides the certificate source (tests); CertDir is then ignored.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// Draining, when set, reports that the process is going away (it got SIGTERM) but still serves: readiness
+	// (StartedChecker) fails so the endpoint is taken out of rotation, and every response carries "Connection:
+	// close" so clients holding kept-alive connections open their next one to another replica. Closing a connection
+	// right after a response is the only close a client cannot race with a new request on it.
+	Draining func() bool
 }
 
 // Server is an HTTPS admission webhook server.
@@ -124,6 +129,9 @@ func (s *Server) StartedChecker() healthz.Checker {
 		if !s.started {
 			return errors.New("webhook server has not started yet")
 		}
+		if s.opts.Draining != nil && s.opts.Draining() {
+			return errors.New("shutting down: serving requests until the shutdown delay ends, taking no new traffic")
+		}
 		return nil
 	}
 }
@@ -162,7 +170,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("listening for webhooks: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.handler(),
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
@@ -194,6 +202,21 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	<-done
 	return nil
+}
+
+// handler is the mux, behind the "Connection: close" of a draining process when Options.Draining is set.
+func (s *Server) handler() http.Handler {
+	draining := s.opts.Draining
+	if draining == nil {
+		return s.mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining() {
+			// net/http closes the connection once this response is written.
+			w.Header().Set("Connection", "close")
+		}
+		s.mux.ServeHTTP(w, r)
+	})
 }
 
 // logWriter adapts net/http's error log to logr (at V(1): handshake errors from scanners are routine noise).

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +33,17 @@ func TestFaultAPIServerRestart(t *testing.T) {
 	f.tenant("gone", cmkv1alpha1.TenantTypeRoot, "", "")
 	ns := f.n("p")
 
+	// Evidence for the chart (nothing unless APEIRO_EVIDENCE_DIR is set): two probers send dry-run keys through the
+	// API server, one on the Account (admitted), one on a missing Account (denied), across the restart.
+	rec := recordFault(t, "apiserver-restart", "kube-apiserver killed (SIGKILL) and started again; dry-run writes through it")
+	var probes atomic.Int32
+	pc := evidenceClient(t, rec)
+	stopProbes := probeAdmission(t, rec, 2, 100*time.Millisecond, func(ctx context.Context) error {
+		account := []string{"main", "missing"}[probes.Add(1)%2]
+		return pc.Create(ctx, keyObj(ns, "k-probe", ns, account), client.DryRunAll)
+	})
+	time.Sleep(evidenceLead(rec))
+
 	start := time.Now()
 	if err := cp.StopAPIServer(0); err != nil {
 		t.Fatal(err)
@@ -57,6 +70,8 @@ func TestFaultAPIServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	answering := time.Now()
+	rec.Mark("API server down", start, up)
+	rec.Mark("until the webhook answers through it", up, answering)
 	t.Logf("machine: %s; API server killed in %.1fs, down for %s, ready again in %.1fs; webhook answering through it %.1fs after that",
 		machine(), stopped.Sub(start).Seconds(), down, up.Sub(stopped.Add(down)).Seconds(), answering.Sub(up).Seconds())
 	if exited, err := s.Webhook.Exited(); exited {
@@ -77,6 +92,8 @@ func TestFaultAPIServerRestart(t *testing.T) {
 	f.tenant("after", cmkv1alpha1.TenantTypeRoot, "", "")
 	f.tenant("after-child", cmkv1alpha1.TenantTypeNested, "after", "")
 	t.Logf("a parent created after the restart was usable after %s", time.Since(resumed).Round(time.Millisecond))
+	time.Sleep(evidenceLead(rec))
+	stopProbes()
 
 	// Deleted after the restart: once "gone" is gone (the in-use controller lifts its finalizer, which needs its
 	// own informers), a child naming it is refused.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -10,18 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/types/known/structpb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	commonv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/common/v1"
-	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
-
 	"github.com/apeirora/apeiro-cmk/internal/testpeers/moto"
 	cmkv1alpha1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
-	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/aws"
 )
 
 // TestFaultKeystoreOutage puts a fault proxy between the webhook and the real AWS KMS API (moto, reached through
@@ -52,33 +48,9 @@ func TestFaultKeystoreOutage(t *testing.T) {
 		}
 		webhookEnv = append(webhookEnv, kv)
 	}
-	if err := env.stack.RestartWebhook(ctx, []string{"--account-probe-interval=2s", "--key-probe-cache-ttl=1s"}, webhookEnv); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.stack.RestartWebhook(testContext(t), nil, nil); err != nil {
-			t.Errorf("restoring the webhook: %v", err)
-		}
-	})
-
-	role := srv.TenantRoleARN(tenant)
-	cfg, _ := structpb.NewStruct(map[string]any{"tenant": tenant, "roleArn": role, "namespace": tenant, "region": srv.Region})
-	ck, err := aws.NewOperations().CreateKey(ctx, &operationsv1.CreateKeyRequest{
-		Config: &commonv1.KeystoreInstanceConfig{Values: cfg}, Algorithm: operationsv1.KeyAlgorithm_KEY_ALGORITHM_AES256,
-		KeyType: operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED,
-	})
-	if err != nil {
-		t.Fatalf("creating the KMS key: %v", err)
-	}
-	f.tenant("ks", cmkv1alpha1.TenantTypeRoot, "", "")
-	f.namespace("ks")
-	account := func(name, keyRef string) *cmkv1alpha1.Account {
-		return &cmkv1alpha1.Account{
-			ObjectMeta: metav1.ObjectMeta{Namespace: tenant, Name: name},
-			Spec: cmkv1alpha1.AccountSpec{Keystore: cmkv1alpha1.KeystoreAWS, KeyRef: keyRef, Region: srv.Region,
-				Auth: &cmkv1alpha1.AccountAuth{IRSARoleARN: role}},
-		}
-	}
+	restartProbingWebhook(t, ctx, webhookEnv)
+	at := newAWSTenant(t, f, srv, "ks")
+	account := at.account
 	warnings := &warningRecorder{}
 	rc := rest.CopyConfig(env.stack.ControlPlane.RESTConfig())
 	rc.WarningHandler = warnings
@@ -92,13 +64,24 @@ func TestFaultKeystoreOutage(t *testing.T) {
 		return srv.KeyARN(tenant, fmt.Sprintf("00000000-0000-4000-8000-%012d", n.Add(1)))
 	}
 
+	// Evidence for the chart (nothing unless APEIRO_EVIDENCE_DIR is set): two probers keep writing Accounts that
+	// name a fresh missing key (dry run) through the whole sequence.
+	rec := recordFault(t, "keystore-outage", "keystore (AWS KMS API, moto) hanging, then refusing; dry-run Accounts naming a missing key")
+	pc := evidenceClient(t, rec)
+	stopProbes := probeAdmission(t, rec, 2, 100*time.Millisecond, func(ctx context.Context) error {
+		return pc.Create(ctx, account("probe-evidence", missingKey()), client.DryRunAll)
+	})
+	time.Sleep(evidenceLead(rec))
+
 	// Answering: a missing key is denied.
 	expectEventually(t, deniedByWebhook("does not exist"), func() error {
 		return wc.Create(ctx, account("probe", missingKey()), client.DryRunAll)
 	})
 
+	outageAt := map[faultMode]time.Time{}
 	for _, mode := range []faultMode{faultHang, faultRefuse} {
 		proxy.set(mode)
+		outageAt[mode] = time.Now()
 		warnings.reset()
 		start := time.Now()
 		err := wc.Create(ctx, account("probe", missingKey()), client.DryRunAll)
@@ -118,12 +101,14 @@ func TestFaultKeystoreOutage(t *testing.T) {
 			// An Account with a real key admitted during the outage; it must turn Ready without help afterwards.
 			// (Created late in the outage: each failed reconcile doubles the reconciler's requeue delay, and the
 			// time to Ready after recovery is that delay.)
-			f.create(account("main", ck.GetKeyId()))
+			f.create(account("main", at.keyARN))
 		}
 	}
 
 	proxy.set(faultPass)
 	recovered := time.Now()
+	rec.Mark("keystore hanging", outageAt[faultHang], outageAt[faultRefuse])
+	rec.Mark("keystore refusing", outageAt[faultRefuse], recovered)
 	expectEventually(t, deniedByWebhook("does not exist"), func() error {
 		return wc.Create(ctx, account("probe", missingKey()), client.DryRunAll)
 	})
@@ -133,6 +118,8 @@ func TestFaultKeystoreOutage(t *testing.T) {
 		return conditionIs(ctx, types.NamespacedName{Namespace: tenant, Name: "main"}, &a, func() []metav1.Condition { return a.Status.Conditions }, cmkv1alpha1.ConditionReady, metav1.ConditionTrue, "KeyAnswered")
 	})
 	t.Logf("the Account admitted during the outage was Ready %s after the keystore came back", time.Since(recovered).Round(time.Millisecond))
+	time.Sleep(evidenceLead(rec))
+	stopProbes()
 }
 
 type warningRecorder struct {

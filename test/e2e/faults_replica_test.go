@@ -4,22 +4,21 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/apeirora/apeiro-cmk/internal/devstack"
 	cmkv1alpha1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 )
 
-// TestFaultReplicaKilled runs two webhook replicas behind one Service-like endpoint (tcpService below: a TCP
-// balancer that spreads connections over the ready endpoints, like kube-proxy, with a TCP readiness probe that
-// drops a dead endpoint within ~200 ms, like the endpoints controller after a failed probe). Writers keep writing
-// admitted and denied objects while one replica is killed with SIGKILL and a fresh one (new port, like a new pod
-// IP) joins.
+// TestFaultReplicaKilled runs two webhook replicas behind one Service-like endpoint (devstack.Service: a TCP
+// balancer that spreads connections over the ready endpoints, like kube-proxy, with a /readyz probe every 100 ms
+// that drops a dead endpoint at its first failure, like the endpoints controller after a failed probe). Writers keep
+// writing admitted and denied objects while one replica is killed with SIGKILL and a fresh one (new port, like a
+// new pod IP) joins.
 //
 // What the API server does, and what the test holds it to:
 //   - it does not retry a webhook call that failed after the request was sent: a write whose admission call was
@@ -35,38 +34,18 @@ func TestFaultReplicaKilled(t *testing.T) {
 	needOwnCluster(t)
 	f := newFixture(t)
 	ctx := f.ctx
-	s := env.stack
 	f.tenant("t", cmkv1alpha1.TenantTypeRoot, "", "")
 	f.namespace("t")
 
-	startReplica := func(name string) (pid int, addr string) {
-		t.Helper()
-		r, err := s.StartReplica(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Process.Stop(10 * time.Second) })
-		u, err := url.Parse(r.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Process.PID(), u.Host
-	}
-	pidA, addrA := startReplica("webhook-fault-a")
-	_, addrB := startReplica("webhook-fault-b")
-	svc := newTCPService(t, addrA, addrB)
-	if err := s.RegisterAt(ctx, "https://"+svc.addr()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.InstallWebhookConfigurations(testContext(t)); err != nil {
-			t.Errorf("registering the webhook again: %v", err)
-		}
-	})
+	repA := startFaultReplica(ctx, t, "webhook-fault-a")
+	repB := startFaultReplica(ctx, t, "webhook-fault-b")
+	pidA, addrA, addrB := repA.Process.PID(), repA.Endpoint().Addr, repB.Endpoint().Addr
+	svc := serveBehindService(ctx, t, repA.Endpoint(), repB.Endpoint())
 
 	lc := loadClient(t)
 	t.Cleanup(func() { cleanupLoad(t, lc, f.prefix, f.n("t")) })
 	writers := envInt(t, "APEIRO_E2E_FAULT_WRITERS", 50)
+	rec := recordFault(t, "replica-killed", "one of two webhook replicas killed (SIGKILL), a new one joins; writers through the API server")
 	var stop atomic.Bool
 	done := make(chan *writeResult)
 	go func() {
@@ -78,18 +57,22 @@ func TestFaultReplicaKilled(t *testing.T) {
 	if err := syscall.Kill(-pidA, syscall.SIGKILL); err != nil {
 		t.Fatalf("killing replica a: %v", err)
 	}
-	droppedAt := svc.waitDropped(t, addrA, 10*time.Second)
-	_, addrC := startReplica("webhook-fault-c")
-	svc.add(addrC)
+	droppedAt := waitDropped(t, svc, addrA)
+	repC := startFaultReplica(ctx, t, "webhook-fault-c")
+	addrC := repC.Endpoint().Addr
+	svc.Add(repC.Endpoint())
 	joinedAt := time.Now()
 	time.Sleep(3 * time.Second)
 	stop.Store(true)
 	r := <-done
+	recordWrites(rec, r)
+	rec.Mark("replica killed, endpoint not yet dropped", killedAt, droppedAt)
+	rec.Mark("new replica starting", droppedAt, joinedAt)
 
 	t.Logf("machine: %s; %d writers", machine(), writers)
 	t.Logf("writes: %s", r)
 	t.Logf("replica a killed; its endpoint dropped after %s; replica c joined %.1fs after the kill; connections per endpoint: %v",
-		droppedAt.Sub(killedAt).Round(time.Millisecond), joinedAt.Sub(killedAt).Seconds(), svc.served())
+		droppedAt.Sub(killedAt).Round(time.Millisecond), joinedAt.Sub(killedAt).Seconds(), svc.Served())
 
 	window := droppedAt.Add(time.Second)
 	r.mu.Lock()
@@ -109,7 +92,7 @@ func TestFaultReplicaKilled(t *testing.T) {
 	if r.ok.Load() == 0 || r.denied.Load() == 0 {
 		t.Errorf("want admitted and denied writes: %s", r)
 	}
-	if n := svc.served(); n[addrB] == 0 || n[addrC] == 0 {
+	if n := svc.Served(); n[addrB] == 0 || n[addrC] == 0 {
 		t.Errorf("the surviving and the new replica must both have answered: %v", n)
 	}
 
@@ -133,145 +116,47 @@ func TestFaultReplicaKilled(t *testing.T) {
 	}
 }
 
-// tcpService stands in for a Kubernetes Service in front of webhook replicas: it accepts TCP connections and
-// splices each one to the next ready endpoint (round robin per connection, as kube-proxy balances connections, not
-// requests). A dial to an endpoint that has died is not retried elsewhere — the client's connection is closed, as
-// a connection to a dead pod IP fails — until the readiness probe (a TCP connect every 100 ms) drops it.
-type tcpService struct {
-	ln net.Listener
-
-	mu        sync.Mutex
-	endpoints []string
-	ready     map[string]bool
-	droppedAt map[string]time.Time
-	conns     map[string]int
-	next      int
-}
-
-func newTCPService(t *testing.T, endpoints ...string) *tcpService {
+// startFaultReplica starts a webhook replica of the suite's stack (devstack.StartReplica; extraArgs come last) and
+// stops it when the test ends.
+func startFaultReplica(ctx context.Context, t *testing.T, name string, extraArgs ...string) *devstack.Replica {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := env.stack.StartReplica(ctx, name, extraArgs...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &tcpService{ln: ln, ready: map[string]bool{}, droppedAt: map[string]time.Time{}, conns: map[string]int{}}
-	for _, e := range endpoints {
-		s.add(e)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); s.serve() }()
-	go func() { defer wg.Done(); s.probe(ctx) }()
-	t.Cleanup(func() { cancel(); _ = ln.Close(); wg.Wait() })
-	return s
+	t.Cleanup(func() { _ = r.Process.Stop(30 * time.Second) })
+	return r
 }
 
-func (s *tcpService) addr() string { return s.ln.Addr().String() }
-
-func (s *tcpService) add(endpoint string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.endpoints = append(s.endpoints, endpoint)
-	s.ready[endpoint] = true
-}
-
-func (s *tcpService) served() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range s.conns {
-		out[k] = v
-	}
-	return out
-}
-
-func (s *tcpService) pick() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range s.endpoints {
-		e := s.endpoints[s.next%len(s.endpoints)]
-		s.next++
-		if s.ready[e] {
-			s.conns[e]++
-			return e
-		}
-	}
-	return ""
-}
-
-func (s *tcpService) serve() {
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		go s.splice(c)
-	}
-}
-
-func (s *tcpService) splice(c net.Conn) {
-	defer c.Close()
-	e := s.pick()
-	if e == "" {
-		return
-	}
-	b, err := net.DialTimeout("tcp", e, 2*time.Second)
-	if err != nil {
-		return
-	}
-	defer b.Close()
-	// When either side ends, end both: a dead replica's connections reach the client as closed, as they do
-	// through kube-proxy once the pod is gone.
-	done := make(chan struct{}, 2)
-	go func() { _, _ = copyConn(b, c); done <- struct{}{} }()
-	go func() { _, _ = copyConn(c, b); done <- struct{}{} }()
-	<-done
-}
-
-// probe drops an endpoint from rotation once a TCP connect to it fails.
-func (s *tcpService) probe(ctx context.Context) {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		s.mu.Lock()
-		eps := append([]string(nil), s.endpoints...)
-		s.mu.Unlock()
-		for _, e := range eps {
-			c, err := net.DialTimeout("tcp", e, 200*time.Millisecond)
-			if err == nil {
-				_ = c.Close()
-				continue
-			}
-			s.mu.Lock()
-			if s.ready[e] {
-				s.ready[e] = false
-				s.droppedAt[e] = time.Now()
-			}
-			s.mu.Unlock()
-		}
-	}
-}
-
-func (s *tcpService) waitDropped(t *testing.T, endpoint string, timeout time.Duration) time.Time {
+// serveBehindService puts a Service stand-in (devstack.Service) in front of the endpoints and registers the webhook
+// at it until the test ends; then the stack's own registration is put back.
+func serveBehindService(ctx context.Context, t *testing.T, endpoints ...devstack.Endpoint) *devstack.Service {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		s.mu.Lock()
-		at, ok := s.droppedAt[endpoint]
-		s.mu.Unlock()
-		if ok {
-			return at
-		}
-		time.Sleep(20 * time.Millisecond)
+	svc, err := devstack.NewService(endpoints...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("endpoint %s not dropped within %s", endpoint, timeout)
-	return time.Time{}
+	t.Cleanup(func() { _ = svc.Close() })
+	if err := env.stack.RegisterAt(ctx, "https://"+svc.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.stack.InstallWebhookConfigurations(testContext(t)); err != nil {
+			t.Errorf("registering the webhook again: %v", err)
+		}
+	})
+	return svc
 }
 
+// waitDropped returns when the endpoint at addr left the Service's rotation.
+func waitDropped(t *testing.T, svc *devstack.Service, addr string) time.Time {
+	t.Helper()
+	at, err := svc.WaitDropped(addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// copyConn copies src to dst until either ends (used by the keystore fault proxy).
 func copyConn(dst, src net.Conn) (int64, error) { return io.Copy(dst, src) }

@@ -207,7 +207,7 @@ func TestHelmLifecycle(t *testing.T) {
 		}
 	}()
 	time.Sleep(time.Second) // writes before the upgrade, too
-	// What a rollout does with the chart's Deployment (maxSurge 1, maxUnavailable 0, preStop sleep): the new
+	// What a rollout does with the chart's Deployment (maxSurge 1, maxUnavailable 0, --shutdown-delay): the new
 	// instance is Ready first, the upgrade moves the webhooks to it while the old one still serves, and the old one
 	// stops only after a drain pause. The upgrade also changes the webhook configuration itself (the OpenKCM entry).
 	next := newHelmWebhook(t, "new")
@@ -217,7 +217,7 @@ func TestHelmLifecycle(t *testing.T) {
 		"--set", "webhook.openkcmTenant=true"}, values(next.url)...)...)
 	upDur := time.Since(upStart)
 	if err == nil {
-		time.Sleep(2 * time.Second) // the drain pause (the chart's preStop sleep is 15 s)
+		time.Sleep(2 * time.Second) // the drain pause (the chart's --shutdown-delay is 15 s; Stop adds the binary's 5 s)
 		_ = old.proc.Stop(10 * time.Second)
 		time.Sleep(time.Second) // writes after the old instance is gone
 	}

@@ -47,27 +47,8 @@ func TestIdentityThroughAPIServer(t *testing.T) {
 
 	// The sidecar trusts Hydra as the platform IdP. Hydra runs on loopback with a throw-away CA: allowLoopback
 	// and SSL_CERT_FILE are the two test-only settings; everything else is the production configuration.
-	work := t.TempDir()
 	const audience = "cmk-kubectl"
-	idCfg := filepath.Join(work, "identity.yaml")
-	caFile := filepath.Join(work, "idp-ca.pem")
-	writeFile(t, idCfg, fmt.Sprintf("platform:\n  - url: %s\n    audiences: [%s]\nallowLoopback: true\n", hydra.Issuer, audience))
-	writeFile(t, caFile, string(hydra.CAPEM))
-	start := time.Now()
-	stack, err := devstack.Up(ctx, devstack.Options{
-		KubeBin: env.kubeBin, WebhookBin: env.webhookBin, Root: env.root, WorkDir: filepath.Join(work, "stack"),
-		TokenReviewWebhook: true, WebhookArgs: []string{"--identity-config=" + idCfg}, WebhookEnv: []string{"SSL_CERT_FILE=" + caFile},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("webhook log:\n%s", stack.Webhook.LogTail(40))
-		}
-		_ = stack.Down()
-	})
-	t.Logf("identity stack up in %.1fs", time.Since(start).Seconds())
+	stack := identityStack(ctx, t, fmt.Sprintf("platform:\n  - url: %s\n    audiences: [%s]\nallowLoopback: true\n", hydra.Issuer, audience), hydra.CAPEM)
 
 	admin := stack.Client
 	for _, o := range []client.Object{
@@ -242,6 +223,32 @@ func createAsAdmin(t *testing.T, ctx context.Context, c client.Client, o client.
 		}
 		return err
 	})
+}
+
+// identityStack starts a stack of its own whose webhook authenticates bearer tokens (the API server's token
+// webhook) with the identity configuration idCfg, trusting caPEM for the IdP, and stops it when the test ends.
+func identityStack(ctx context.Context, t *testing.T, idCfg string, caPEM []byte) *devstack.Stack {
+	t.Helper()
+	work := t.TempDir()
+	cfgFile, caFile := filepath.Join(work, "identity.yaml"), filepath.Join(work, "idp-ca.pem")
+	writeFile(t, cfgFile, idCfg)
+	writeFile(t, caFile, string(caPEM))
+	start := time.Now()
+	stack, err := devstack.Up(ctx, devstack.Options{
+		KubeBin: env.kubeBin, WebhookBin: env.webhookBin, Root: env.root, WorkDir: filepath.Join(work, "stack"),
+		TokenReviewWebhook: true, WebhookArgs: []string{"--identity-config=" + cfgFile}, WebhookEnv: []string{"SSL_CERT_FILE=" + caFile},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("webhook log:\n%s", stack.Webhook.LogTail(40))
+		}
+		_ = stack.Down()
+	})
+	t.Logf("identity stack up in %.1fs", time.Since(start).Seconds())
+	return stack
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -182,42 +182,18 @@ func TestKeychainAWS(t *testing.T) {
 	srv := moto.Start(t, moto.Options{Tenants: []string{tenant}})
 	srv.Setenv(t)
 	// The webhook gets the IRSA environment (web-identity token, moto endpoints) and re-probes quickly.
-	if err := env.stack.RestartWebhook(ctx, []string{"--account-probe-interval=2s", "--key-probe-cache-ttl=1s"}, srv.Env()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.stack.RestartWebhook(context.Background(), nil, nil); err != nil {
-			t.Errorf("restoring the webhook: %v", err)
-		}
-	})
-
-	role := srv.TenantRoleARN(tenant)
-	cfg, _ := structpb.NewStruct(map[string]any{"tenant": tenant, "roleArn": role, "namespace": tenant, "region": srv.Region})
-	ck, err := aws.NewOperations().CreateKey(ctx, &operationsv1.CreateKeyRequest{
-		Config: &commonv1.KeystoreInstanceConfig{Values: cfg}, Algorithm: operationsv1.KeyAlgorithm_KEY_ALGORITHM_AES256,
-		KeyType: operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED,
-	})
-	if err != nil {
-		t.Fatalf("creating the KMS key through IRSA: %v", err)
-	}
-	f.tenant("aws", cmkv1alpha1.TenantTypeRoot, "", "")
-	f.namespace("aws")
-	awsAccount := func(name, keyRef string) *cmkv1alpha1.Account {
-		return &cmkv1alpha1.Account{
-			ObjectMeta: metav1.ObjectMeta{Namespace: tenant, Name: name},
-			Spec: cmkv1alpha1.AccountSpec{Keystore: cmkv1alpha1.KeystoreAWS, KeyRef: keyRef, Region: srv.Region,
-				Auth: &cmkv1alpha1.AccountAuth{IRSARoleARN: role}},
-		}
-	}
+	restartProbingWebhook(t, ctx, srv.Env())
+	at := newAWSTenant(t, f, srv, "aws")
+	role, ck, awsAccount := at.role, at.keyARN, at.account
 
 	missing := awsAccount("missing", srv.KeyARN(tenant, "00000000-0000-4000-8000-000000000000"))
 	expectEventually(t, deniedByWebhook("does not exist"), func() error { return env.client.Create(ctx, missing.DeepCopy()) })
 	// Another tenant's role, even with a key that exists: the plugin refuses the binding, and admission denies it.
-	stolen := awsAccount("stolen", ck.GetKeyId())
+	stolen := awsAccount("stolen", ck)
 	stolen.Spec.Auth.IRSARoleARN = strings.Replace(role, "apeiro-cmk-tenant-"+tenant, "apeiro-cmk-tenant-globex", 1)
 	expectEventually(t, deniedByWebhook("refused the Account's credentials for its tenant"), func() error { return env.client.Create(ctx, stolen.DeepCopy()) })
 
-	f.create(awsAccount("main", ck.GetKeyId()))
+	f.create(awsAccount("main", ck))
 	acctKey := types.NamespacedName{Namespace: tenant, Name: "main"}
 	var a cmkv1alpha1.Account
 	eventually(t, 60*time.Second, func() error {
@@ -234,6 +210,7 @@ func TestKeychainAWS(t *testing.T) {
 	}
 	// The whole IRSA chain from the command line: the key's material is unwrapped by KMS through the tenant's role.
 	cmkctlRoundTrip(t, tenant+"/orders")
+	checkKeyLossAndState(t, f, at) // keyloss_test.go: disabled KMS key, lost embedded key
 
 	// moto goes away: the next probes fail fast, the Account turns not Ready and the alert event is recorded.
 	srv.Stop()
@@ -242,6 +219,55 @@ func TestKeychainAWS(t *testing.T) {
 	})
 	eventually(t, 30*time.Second, func() error { return eventWith(ctx, tenant, "main", "L1KeyUnreachable") })
 	t.Logf("not Ready after moto stopped: %s", meta.FindStatusCondition(a.Status.Conditions, cmkv1alpha1.ConditionReady).Message)
+}
+
+// restartProbingWebhook restarts the suite's webhook with extraEnv and quick re-probes (Accounts every 2 s, key probe
+// answers cached 1 s), and restores the default webhook when the test ends.
+func restartProbingWebhook(t *testing.T, ctx context.Context, extraEnv []string) {
+	t.Helper()
+	if err := env.stack.RestartWebhook(ctx, []string{"--account-probe-interval=2s", "--key-probe-cache-ttl=1s"}, extraEnv); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.stack.RestartWebhook(testContext(t), nil, nil); err != nil {
+			t.Errorf("restoring the webhook: %v", err)
+		}
+	})
+}
+
+// awsTenant is an e2e tenant bound to moto through IRSA: its role and one KMS key created through that role.
+type awsTenant struct {
+	name, role, region string
+	keyARN             string
+}
+
+// newAWSTenant creates a KMS key through the IRSA role of tenant f.n(short) (srv must have been started with that
+// tenant, and the test process must hold moto's environment: srv.Setenv), then the root Tenant and its namespace.
+func newAWSTenant(t *testing.T, f *fixture, srv *moto.Server, short string) *awsTenant {
+	t.Helper()
+	tenant := f.n(short)
+	at := &awsTenant{name: tenant, role: srv.TenantRoleARN(tenant), region: srv.Region}
+	cfg, _ := structpb.NewStruct(map[string]any{"tenant": tenant, "roleArn": at.role, "namespace": tenant, "region": srv.Region})
+	ck, err := aws.NewOperations().CreateKey(f.ctx, &operationsv1.CreateKeyRequest{
+		Config: &commonv1.KeystoreInstanceConfig{Values: cfg}, Algorithm: operationsv1.KeyAlgorithm_KEY_ALGORITHM_AES256,
+		KeyType: operationsv1.KeyType_KEY_TYPE_SYSTEM_MANAGED,
+	})
+	if err != nil {
+		t.Fatalf("creating the KMS key through IRSA: %v", err)
+	}
+	at.keyARN = ck.GetKeyId()
+	f.tenant(short, cmkv1alpha1.TenantTypeRoot, "", "")
+	f.namespace(short)
+	return at
+}
+
+// account is an aws Account of the tenant naming keyRef and authenticating with the tenant's IRSA role.
+func (at *awsTenant) account(name, keyRef string) *cmkv1alpha1.Account {
+	return &cmkv1alpha1.Account{
+		ObjectMeta: metav1.ObjectMeta{Namespace: at.name, Name: name},
+		Spec: cmkv1alpha1.AccountSpec{Keystore: cmkv1alpha1.KeystoreAWS, KeyRef: keyRef, Region: at.region,
+			Auth: &cmkv1alpha1.AccountAuth{IRSARoleARN: at.role}},
+	}
 }
 
 // cmkctlRoundTrip encrypts and decrypts a payload with the ServiceEncryptionKey ref (namespace/name) through cmkctl

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/apeirora/apeiro-cmk/internal/devstack"
+	"github.com/apeirora/apeiro-cmk/internal/evidence"
 	cmkv1alpha1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
 )
 
@@ -54,6 +55,7 @@ func TestLoadThroughAPIServer(t *testing.T) {
 	lc := loadClient(t)
 	mix := loadMix(f.prefix, f.n("t"))
 	t.Cleanup(func() { cleanupLoad(t, lc, f.prefix, f.n("t")) })
+	record := recordLoad(t, writers) // evidence for the charts; does nothing unless APEIRO_EVIDENCE_DIR is set
 
 	before := scrapeAdmissionHistogram(t)
 	with := runWriters(ctx, lc, writers, dur, mix("w"))
@@ -90,6 +92,7 @@ func TestLoadThroughAPIServer(t *testing.T) {
 		t.Logf("apiserver_admission_webhook_admission_duration_seconds{name=%q}: %.0f calls, p50 %.1f ms, p99 %.1f ms (bucket-interpolated)",
 			name, d.count, 1000*d.quantile(0.50), 1000*d.quantile(0.99))
 	}
+	record(with, without, before, after)
 	for _, r := range []*writeResult{with, without} {
 		if r.failed.Load() > 0 {
 			t.Errorf("%d writes failed other than by a denial; first: %v", r.failed.Load(), r.firstFailures())
@@ -198,6 +201,8 @@ type writeResult struct {
 	mu        sync.Mutex
 	latencies []time.Duration
 	failures  []writeFailure
+	trace     bool          // keep samples (only while evidence is recorded: evidence_test.go)
+	samples   []writeSample // every write in order of completion, when trace
 }
 
 type writeFailure struct {
@@ -246,7 +251,7 @@ func runWriters(ctx context.Context, c client.Client, n int, dur time.Duration, 
 
 // runWritersUntil is runWriters that also stops early when stop returns true (checked between writes).
 func runWritersUntil(ctx context.Context, c client.Client, n int, mk func(worker, seq int) client.Object, stop func() bool, dur time.Duration) *writeResult {
-	r := &writeResult{}
+	r := &writeResult{trace: evidence.Enabled()}
 	deadline := time.Now().Add(dur)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -268,6 +273,9 @@ func runWritersUntil(ctx context.Context, c client.Client, n int, mk func(worker
 				}
 				r.mu.Lock()
 				r.latencies = append(r.latencies, lat)
+				if r.trace {
+					r.samples = append(r.samples, writeSample{at: t0, latency: lat, outcome: outcomeOf(err)})
+				}
 				if err != nil && !devstack.IsWebhookDenial(err) {
 					r.failures = append(r.failures, writeFailure{at: t0, end: t0.Add(lat), err: err})
 				}

@@ -44,6 +44,9 @@ var (
 
 func TestPlatformMeshOnKCP(t *testing.T) {
 	s := kcptest.Start(t)
+	// First, alone on the shard (before the fixture and the in-process controllers): the real binary under
+	// deploy/kcp's permissions.
+	t.Run("binary", func(t *testing.T) { checkWebhookBinary(t, s) }) // test/kcp/binary_test.go
 	w := kcptest.NewWorld(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -209,6 +212,8 @@ func TestPlatformMeshOnKCP(t *testing.T) {
 
 	t.Run("key-chain", func(t *testing.T) { checkKeyChain(t, ctx, s, w, chain) })
 	t.Run("alerts", func(t *testing.T) { checkAlertsOnKCP(t, ctx, s, w, graph, chain) }) // test/kcp/alerts_test.go
+
+	t.Run("in-use", func(t *testing.T) { checkInUseOnKCP(t, ctx, s, w) }) // test/kcp/inuse_test.go
 
 	t.Run("mesh-config-live", func(t *testing.T) {
 		if err := kcpserver.PutMeshConfig(ctx, s.Base, w.Platform, "default", "platform-mesh", kcptest.MeshConfig+"  - name: ap-south\n"); err != nil {

@@ -68,9 +68,12 @@ func keyChain(t *testing.T, s *kcpserver.Server, graph *kcp.Graph, model *hierar
 			return p.KeyOperations("LOCAL")
 		},
 		InstanceConfig: chain.InstanceConfig,
+		// Short positive-answer cache and re-probe period (the webhook's --key-probe-cache-ttl and
+		// --account-probe-interval): the alerts subtest sees a deleted L1 key at the next probe, seconds later.
+		TTL: time.Second,
 	}
 	c, err := kcpctrl.New(kcpctrl.Options{Config: s.Shard, Graph: graph, Model: model, Chain: chain, Prober: prober,
-		RetryInterval: 2 * time.Second, Log: testr.NewWithOptions(t, testr.Options{Verbosity: 1})})
+		AccountInterval: 2 * time.Second, RetryInterval: 2 * time.Second, Log: testr.NewWithOptions(t, testr.Options{Verbosity: 1})})
 	if err != nil {
 		t.Fatal(err)
 	}

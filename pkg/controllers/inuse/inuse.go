@@ -15,6 +15,10 @@
 //
 // The webhook judges the update that removes the last finalizer like the delete itself (A-TENANT-IN-USE,
 // H-ACCOUNT-IN-USE), so a dependent that appears between the list and the update still keeps the object.
+//
+// On kcp the same Reconciler runs for every workspace (pkg/kcp/kcpctrl): built per request with a client confined
+// to the object's logical cluster and a Dependents bound to it, sharing one Sightings so the grace still counts
+// from the first sighting.
 package inuse
 
 import (
@@ -84,10 +88,42 @@ type Reconciler struct {
 
 	// Kind is KindTenant or KindAccount.
 	Kind string
+	// Seen remembers first sightings of terminating objects across reconciles. Nil: the Reconciler keeps its own.
+	// Set it when a Reconciler is built per request (pkg/kcp/kcpctrl binds Reader, Writer and Deps to one
+	// workspace per request) so the grace still counts from the first sighting.
+	Seen *Sightings
 
-	once      sync.Once
+	once sync.Once
+}
+
+// Sightings records when this process first saw each object terminating. It is safe for concurrent use; the zero
+// value is ready.
+type Sightings struct {
 	mu        sync.Mutex
-	firstSeen map[types.UID]time.Time // when this process first saw an object terminating
+	firstSeen map[types.UID]time.Time
+}
+
+// first returns when uid was first seen terminating, recording now when it was not seen before.
+func (s *Sightings) first(uid types.UID, now time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.firstSeen == nil || len(s.firstSeen) > maxTracked {
+		// Entries of objects that vanished without passing through here are dropped wholesale; losing a sighting
+		// only makes an object wait its grace again.
+		s.firstSeen = map[types.UID]time.Time{}
+	}
+	seen, ok := s.firstSeen[uid]
+	if !ok {
+		seen = now
+		s.firstSeen[uid] = now
+	}
+	return seen
+}
+
+func (s *Sightings) forget(uid types.UID) {
+	s.mu.Lock()
+	delete(s.firstSeen, uid)
+	s.mu.Unlock()
 }
 
 // SetupWithManager registers one controller for Tenants (typed, sharing the process's Tenant informer) and one for
@@ -124,6 +160,9 @@ func (r *Reconciler) defaults() {
 	}
 	if r.Now == nil {
 		r.Now = time.Now
+	}
+	if r.Seen == nil {
+		r.Seen = &Sightings{}
 	}
 }
 
@@ -197,18 +236,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 // the API server's clock; the local first sighting guards against clock skew (a restart only makes it wait longer).
 func (r *Reconciler) graceLeft(obj client.Object) time.Duration {
 	now := r.Now()
-	r.mu.Lock()
-	if r.firstSeen == nil || len(r.firstSeen) > maxTracked {
-		// Entries of objects that vanished without passing through here are dropped wholesale; losing a sighting
-		// only makes an object wait its grace again.
-		r.firstSeen = map[types.UID]time.Time{}
-	}
-	seen, ok := r.firstSeen[obj.GetUID()]
-	if !ok {
-		seen = now
-		r.firstSeen[obj.GetUID()] = now
-	}
-	r.mu.Unlock()
+	seen := r.Seen.first(obj.GetUID(), now)
 	left := r.Grace - now.Sub(seen)
 	if byServer := r.Grace - now.Sub(obj.GetDeletionTimestamp().Time); byServer > left {
 		left = byServer
@@ -216,11 +244,7 @@ func (r *Reconciler) graceLeft(obj client.Object) time.Duration {
 	return left
 }
 
-func (r *Reconciler) forget(uid types.UID) {
-	r.mu.Lock()
-	delete(r.firstSeen, uid)
-	r.mu.Unlock()
-}
+func (r *Reconciler) forget(uid types.UID) { r.Seen.forget(uid) }
 
 // setFinalizers writes the finalizer list with a merge patch guarded by the object's resource version, so a
 // concurrent change of another owner's finalizer is never overwritten (the patch then fails with a conflict and the

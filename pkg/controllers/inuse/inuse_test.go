@@ -174,3 +174,25 @@ func TestGraceLeft(t *testing.T) {
 		t.Fatalf("skewed clock: %v left, want 15s", got)
 	}
 }
+
+// A Reconciler built per request (as on kcp, bound to one workspace each time) keeps counting the grace from the
+// first sighting when the requests share one Sightings: the second request, 4 s later, waits only the rest.
+func TestSharedSightings(t *testing.T) {
+	seen := &Sightings{}
+	obj := tenant(true, Finalizer)
+	now := t0
+	for i, want := range []time.Duration{10 * time.Second, 6 * time.Second} {
+		r := &Reconciler{Grace: 10 * time.Second, Now: func() time.Time { return now }, Seen: seen}
+		r.defaults()
+		if got := r.graceLeft(obj); got != want {
+			t.Fatalf("request %d: %v left, want %v", i, got, want)
+		}
+		now = now.Add(4 * time.Second)
+	}
+	// Without a shared record each new Reconciler would start the grace again.
+	r := &Reconciler{Grace: 10 * time.Second, Now: func() time.Time { return now }}
+	r.defaults()
+	if got := r.graceLeft(obj); got != 10*time.Second {
+		t.Fatalf("own record: %v left, want the whole grace", got)
+	}
+}

@@ -45,6 +45,10 @@ type Hydra struct {
 
 	mu      sync.Mutex
 	clients map[string]bool // authorization-code clients registered by UserIDToken
+
+	// bin and env start the process again on the same ports (Restart).
+	bin string
+	env []string
 }
 
 // StartHydra starts Hydra from HYDRA_BIN and waits until its discovery document answers. It is stopped when the
@@ -82,23 +86,33 @@ func StartHydra(t testing.TB) *Hydra {
 		"URLS_LOGIN=https://127.0.0.1:1/login", "URLS_CONSENT=https://127.0.0.1:1/consent",
 		"TTL_ACCESS_TOKEN=1h", "TTL_ID_TOKEN=1h", "LOG_LEVEL=warn",
 	}
-	proc, err := controlplane.StartProcess("hydra", filepath.Join(dir, "hydra"), []string{"serve", "all", "--dev"}, h.LogPath, env...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.proc = proc
-	t.Cleanup(func() { _ = proc.Stop(5 * time.Second) })
+	h.bin, h.env = filepath.Join(dir, "hydra"), env
 	jar, _ := cookiejar.New(nil)
 	h.HTTP = &http.Client{Timeout: 30 * time.Second, Jar: jar,
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.Pool, MinVersion: tls.VersionTLS12}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	h.start(t)
+	t.Cleanup(func() { _ = h.proc.Stop(5 * time.Second) })
+	return h
+}
+
+// start runs the Hydra process and waits until its discovery document answers.
+func (h *Hydra) start(t testing.TB) {
+	t.Helper()
+	proc, err := controlplane.StartProcess("hydra", h.bin, []string{"serve", "all", "--dev"}, h.LogPath, h.env...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	h.proc = proc
+	h.mu.Unlock()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		resp, err := h.HTTP.Get(h.Issuer + ".well-known/openid-configuration")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				break
+				return
 			}
 		}
 		if exited, _ := proc.Exited(); exited || time.Now().After(deadline) {
@@ -106,7 +120,6 @@ func StartHydra(t testing.TB) *Hydra {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return h
 }
 
 // Stop kills Hydra (the "IdP down" case).
@@ -114,6 +127,51 @@ func (h *Hydra) Stop(t testing.TB) {
 	if err := h.proc.Stop(5 * time.Second); err != nil {
 		t.Logf("stopping hydra: %v", err)
 	}
+}
+
+// Restart starts a stopped Hydra again on the same issuer URL and ports. Its store is in memory, so it comes back
+// as an IdP that lost everything: new signing keys (tokens signed before no longer verify), no clients (UserIDToken
+// registers them again). Stop must have been called.
+func (h *Hydra) Restart(t testing.TB) {
+	t.Helper()
+	if exited, _ := h.proc.Exited(); !exited {
+		t.Fatal("hydra: Restart needs a stopped Hydra")
+	}
+	h.mu.Lock()
+	h.clients = nil
+	h.mu.Unlock()
+	h.HTTP.CloseIdleConnections()
+	h.start(t)
+}
+
+// SetIDTokenLifespan sets the lifetime of the ID tokens UserIDToken issues through clientID from now on (Hydra's
+// per-client lifespans), e.g. a few seconds to obtain a real token that expires during a test.
+func (h *Hydra) SetIDTokenLifespan(t testing.TB, clientID string, d time.Duration) {
+	t.Helper()
+	h.ensureCodeClient(t, clientID)
+	h.AdminJSON(t, http.MethodPut, "/admin/clients/"+url.PathEscape(clientID)+"/lifespans",
+		map[string]any{"authorization_code_grant_id_token_lifespan": d.String()}, nil)
+}
+
+const codeRedirect = "https://127.0.0.1:1/callback"
+
+// ensureCodeClient registers clientID as an authorization-code client unless it already is.
+func (h *Hydra) ensureCodeClient(t testing.TB, clientID string) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.clients[clientID] {
+		return
+	}
+	h.AdminJSON(t, http.MethodPost, "/admin/clients", map[string]any{
+		"client_id": clientID, "client_secret": "secret-" + clientID, "grant_types": []string{"authorization_code"},
+		"response_types": []string{"code"}, "scope": "openid email", "redirect_uris": []string{codeRedirect},
+		"token_endpoint_auth_method": "client_secret_basic",
+	}, nil)
+	if h.clients == nil {
+		h.clients = map[string]bool{}
+	}
+	h.clients[clientID] = true
 }
 
 // Client is a netguard client trusting the test CA, loopback allowed: what production gets, plus the two test
@@ -176,20 +234,8 @@ func (h *Hydra) ServiceToken(t testing.TB, clientID, audience string) string {
 // registered on first use, so many users may log in through one client (as with kubectl's OIDC client).
 func (h *Hydra) UserIDToken(t testing.TB, clientID, subject string, groups []string) string {
 	t.Helper()
-	redirect := "https://127.0.0.1:1/callback"
-	h.mu.Lock()
-	if !h.clients[clientID] {
-		h.AdminJSON(t, http.MethodPost, "/admin/clients", map[string]any{
-			"client_id": clientID, "client_secret": "secret-" + clientID, "grant_types": []string{"authorization_code"},
-			"response_types": []string{"code"}, "scope": "openid email", "redirect_uris": []string{redirect},
-			"token_endpoint_auth_method": "client_secret_basic",
-		}, nil)
-		if h.clients == nil {
-			h.clients = map[string]bool{}
-		}
-		h.clients[clientID] = true
-	}
-	h.mu.Unlock()
+	redirect := codeRedirect
+	h.ensureCodeClient(t, clientID)
 	q := url.Values{"client_id": {clientID}, "response_type": {"code"}, "scope": {"openid email"}, "redirect_uri": {redirect},
 		"state": {"state-" + controlplane.RandomToken()[:12]}, "nonce": {"nonce-" + controlplane.RandomToken()[:12]}}
 	next := h.Issuer + "oauth2/auth?" + q.Encode()

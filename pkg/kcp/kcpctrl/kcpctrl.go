@@ -1,5 +1,6 @@
-// Package kcpctrl runs apeiro-cmk's controllers (the Account status reconciler and the ServiceEncryptionKey
-// controller of pkg/controllers) for every workspace of a kcp shard.
+// Package kcpctrl runs apeiro-cmk's controllers (the Account status reconciler, the ServiceEncryptionKey
+// controller and the in-use finalizer controller of pkg/controllers; the last in inuse.go) for every workspace of a
+// kcp shard.
 //
 // The controllers are the same code as on plain Kubernetes; only where their work comes from and whom they talk to
 // differs:
@@ -108,18 +109,29 @@ func New(o Options) (*Controllers, error) {
 	if o.Component == "" {
 		o.Component = "apeiro-cmk"
 	}
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	if err := cmkv1.AddToScheme(scheme); err != nil {
+	scheme, m, err := workspaceScheme()
+	if err != nil {
 		return nil, err
 	}
 	hc, err := rest.HTTPClientFor(o.Config)
 	if err != nil {
 		return nil, fmt.Errorf("kcp controllers: %w", err)
 	}
-	// The product CRDs are the same in every workspace: a fixed mapping spares a discovery round per workspace.
+	return &Controllers{o: o, scheme: scheme, mapper: m, http: hc,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
+			workqueue.TypedRateLimitingQueueConfig[item]{Name: "kcp-keys"})}, nil
+}
+
+// workspaceScheme is the scheme and REST mapping of the per-workspace clients. The product CRDs are the same in
+// every workspace: a fixed mapping spares a discovery round per workspace.
+func workspaceScheme() (*runtime.Scheme, meta.RESTMapper, error) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, nil, err
+	}
+	if err := cmkv1.AddToScheme(scheme); err != nil {
+		return nil, nil, err
+	}
 	m := meta.NewDefaultRESTMapper(nil)
 	// Resource names are spelled out: the mapper's guess would pluralise ServiceEncryptionKey as "...keies".
 	for _, k := range []struct {
@@ -136,9 +148,7 @@ func New(o Options) (*Controllers, error) {
 		gv := k.gvk.GroupVersion()
 		m.AddSpecific(k.gvk, gv.WithResource(k.resource), gv.WithResource(strings.ToLower(k.gvk.Kind)), k.scope)
 	}
-	return &Controllers{o: o, scheme: scheme, mapper: m, http: hc,
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
-			workqueue.TypedRateLimitingQueueConfig[item]{Name: "kcp-keys"})}, nil
+	return scheme, m, nil
 }
 
 // OnAccount takes an Account event of the watch: a new or changed spec is probed; every change (a status write
@@ -168,22 +178,28 @@ func (c *Controllers) NeedLeaderElection() bool { return true }
 
 // Start runs the workers until ctx ends.
 func (c *Controllers) Start(ctx context.Context) error {
+	runWorkers(ctx, c.queue, c.o.Workers, c.next)
+	return nil
+}
+
+// runWorkers runs n workers, each calling next until it reports the queue shut down, and shuts the queue down when
+// ctx ends; it returns once every worker has stopped.
+func runWorkers(ctx context.Context, queue interface{ ShutDown() }, n int, next func(context.Context) bool) {
 	go func() {
 		<-ctx.Done()
-		c.queue.ShutDown()
+		queue.ShutDown()
 	}()
 	done := make(chan struct{})
-	for range c.o.Workers {
+	for range n {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			for c.next(ctx) {
+			for next(ctx) {
 			}
 		}()
 	}
-	for range c.o.Workers {
+	for range n {
 		<-done
 	}
-	return nil
 }
 
 // Len is the number of objects waiting (for tests and metrics).
@@ -198,17 +214,25 @@ func (c *Controllers) next(ctx context.Context) bool {
 	res, err := c.reconcile(ctx, it)
 	log := c.o.Log.WithValues("cluster", it.cluster, "namespace", it.namespace, "name", it.name)
 	log.V(1).Info("reconciled", "kind", it.kind.String(), "requeueAfter", res.RequeueAfter, "error", err)
+	if err != nil {
+		log.Error(err, "reconcile failed; retrying", "kind", it.kind.String())
+	}
+	settle(c.queue, it, res, err)
+	return true
+}
+
+// settle files a reconcile's outcome with the queue: a failure is retried with backoff, a requested requeue comes
+// back after its delay, anything else is forgotten (its backoff reset).
+func settle[T comparable](queue workqueue.TypedRateLimitingInterface[T], it T, res reconcile.Result, err error) {
 	switch {
 	case err != nil:
-		log.Error(err, "reconcile failed; retrying", "kind", it.kind.String())
-		c.queue.AddRateLimited(it)
+		queue.AddRateLimited(it)
 	case res.RequeueAfter > 0:
-		c.queue.Forget(it)
-		c.queue.AddAfter(it, res.RequeueAfter)
+		queue.Forget(it)
+		queue.AddAfter(it, res.RequeueAfter)
 	default:
-		c.queue.Forget(it)
+		queue.Forget(it)
 	}
-	return true
 }
 
 func (k kind) String() string {

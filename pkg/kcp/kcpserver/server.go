@@ -35,6 +35,8 @@ type Server struct {
 	// StartupTime is how long kcp took from exec to /readyz ok.
 	StartupTime time.Duration
 	proc        *controlplane.Process
+	// webhookToken authenticates WebhookUser (identity.go).
+	webhookToken string
 }
 
 // Start runs `kcp start` from binDir with its state under dir and waits (up to timeout) until /readyz answers ok.
@@ -54,17 +56,21 @@ func Start(ctx context.Context, binDir, dir string, timeout time.Duration) (*Ser
 		if err := os.MkdirAll(root, 0o700); err != nil {
 			return nil, err
 		}
+		tokens, token, err := tokenFile(root)
+		if err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		proc, err := controlplane.StartProcess("kcp", bin, []string{"start",
 			"--root-directory=" + filepath.Join(root, ".kcp"), "--bind-address=127.0.0.1",
 			"--secure-port=" + strconv.Itoa(ports[0]),
 			"--embedded-etcd-client-port=" + strconv.Itoa(ports[1]), "--embedded-etcd-peer-port=" + strconv.Itoa(ports[2]),
-			"--kubeconfig-path=" + kubeconfig,
+			"--kubeconfig-path=" + kubeconfig, "--token-auth-file=" + tokens,
 		}, filepath.Join(root, "kcp.log"))
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{Kubeconfig: kubeconfig, proc: proc}
+		s := &Server{Kubeconfig: kubeconfig, proc: proc, webhookToken: token}
 		if lastErr = s.waitReady(ctx, start.Add(timeout)); lastErr == nil {
 			s.StartupTime = time.Since(start)
 			return s, nil

@@ -195,3 +195,32 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatalf("empty directory: %v", err)
 	}
 }
+
+// FuzzParseConfig feeds hostile plugin YAML to the configuration parser: it must never panic, and whatever it
+// accepts must hold the invariants the plugin relies on (an https directory with a client, bounded durations, realm
+// names that stay one path segment for every valid tenant).
+func FuzzParseConfig(f *testing.F) {
+	f.Add("directory: {url: https://kc.example, clientID: x, clientSecret: {source: embedded, value: s}, realm: r}")
+	f.Add("tenantKey: t\ndirectory: {url: https://kc.example/base/, clientID: x, clientSecret: {source: embedded, value: s}, callTimeout: 2s}\ncacheTTL: 1m")
+	f.Add("roles: {Viewer: [keys.read]}\nallGroups: true")
+	f.Add("directory: {url: 'https://kc.example', realm: 'a/{tenant}', clientID: x, clientSecret: {source: embedded, value: s}}\ntenantKey: t")
+	f.Fuzz(func(t *testing.T, raw string) {
+		s, err := parseConfig(raw)
+		if err != nil {
+			return
+		}
+		if s.cacheTTL < 0 || s.cacheTTL > time.Hour || s.roles == nil {
+			t.Fatalf("accepted %q with cacheTTL %v, roles %v", raw, s.cacheTTL, s.roles)
+		}
+		if s.base == nil {
+			return // no directory: the empty, valid configuration
+		}
+		if s.base.Scheme != "https" || s.base.Host == "" || s.clientID == "" || s.callTimeout <= 0 || s.callTimeout > time.Minute {
+			t.Fatalf("accepted %q: base %v, clientID %q, callTimeout %v", raw, s.base, s.clientID, s.callTimeout)
+		}
+		realm, err := s.realmFor("acme")
+		if err != nil || realm == "" || strings.ContainsAny(realm, "/?#%") {
+			t.Fatalf("accepted %q: realm for acme is %q (%v)", raw, realm, err)
+		}
+	})
+}
