@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/openkcm/plugin-sdk/pkg/catalog"
 	managementv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/management/v1"
 	operationsv1 "github.com/openkcm/plugin-sdk/proto/plugin/keystore/operations/v1"
 
@@ -16,31 +15,15 @@ import (
 	"github.com/apeirora/apeiro-cmk/pkg/admission/admissiontest"
 	"github.com/apeirora/apeiro-cmk/pkg/admission/pluginbacked"
 	cmkv1 "github.com/apeirora/apeiro-cmk/pkg/apis/cmk/v1alpha1"
-	"github.com/apeirora/apeiro-cmk/pkg/plugins/host"
-	"github.com/apeirora/apeiro-cmk/pkg/plugins/keystore/local"
-	"github.com/apeirora/apeiro-cmk/pkg/plugins/plugintest"
 )
 
 // TestAdmissionDeniesKeyNotEnabled: an Account create naming a key of the real local keystore plugin that exists but
 // is disabled, or scheduled for deletion, is denied (A-KEY-NOT-ENABLED on spec.keyRef, naming the state and nothing
 // else of the keystore's answer); the same key enabled is admitted.
 func TestAdmissionDeniesKeyNotEnabled(t *testing.T) {
-	spec := func(typ string, b func(string) catalog.BuiltInPlugin) plugintest.Spec {
-		return plugintest.Spec{Type: typ, Name: "LOCAL", YAML: localYAML, BuiltIn: func() catalog.BuiltInPlugin { return b("LOCAL") }}
-	}
-	plugins := plugintest.LoadSet(t, plugintest.ModeBuiltin,
-		spec(host.TypeKeyOperations, local.NewOperationsBuiltIn),
-		spec(host.TypeKeystoreManagement, local.NewManagementBuiltIn))[0].Plugins
+	mgmt, ops := loadLocalKeystore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mgmt, err := plugins.KeystoreManagement("LOCAL")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops, err := plugins.KeyOperations("LOCAL")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ks, err := mgmt.CreateKeystore(ctx, &managementv1.CreateKeystoreRequest{Values: &structpb.Struct{}})
 	if err != nil {
 		t.Fatal(err)

@@ -26,20 +26,16 @@ import (
 // one mints valid for the other.
 const localYAML = "secret: {source: embedded, value: admission-probe-test-secret-0123456789}\n"
 
-// TestKeyProberLocalKeystore probes keys in the real local keystore plugin, loaded through the plugin-sdk catalog
-// (builtin mode): each namespace has its own keystore instance, whose key-management access data the
-// InstanceConfig func hands to the plugin, as CMK does for a tenant's keystore.
-func TestKeyProberLocalKeystore(t *testing.T) {
+// loadLocalKeystore loads the real local keystore plugin (management and operations, builtin mode) through the
+// plugin-sdk catalog.
+func loadLocalKeystore(t *testing.T) (managementv1.KeystoreProviderClient, operationsv1.KeystoreInstanceKeyOperationClient) {
+	t.Helper()
 	spec := func(typ string, b func(string) catalog.BuiltInPlugin) plugintest.Spec {
 		return plugintest.Spec{Type: typ, Name: "LOCAL", YAML: localYAML, BuiltIn: func() catalog.BuiltInPlugin { return b("LOCAL") }}
 	}
-	set := plugintest.LoadSet(t, plugintest.ModeBuiltin,
+	plugins := plugintest.LoadSet(t, plugintest.ModeBuiltin,
 		spec(host.TypeKeyOperations, local.NewOperationsBuiltIn),
-		spec(host.TypeKeystoreManagement, local.NewManagementBuiltIn))
-	plugins := set[0].Plugins
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-
+		spec(host.TypeKeystoreManagement, local.NewManagementBuiltIn))[0].Plugins
 	mgmt, err := plugins.KeystoreManagement("LOCAL")
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +44,17 @@ func TestKeyProberLocalKeystore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mgmt, ops
+}
+
+// TestKeyProberLocalKeystore probes keys in the real local keystore plugin, loaded through the plugin-sdk catalog
+// (builtin mode): each namespace has its own keystore instance, whose key-management access data the
+// InstanceConfig func hands to the plugin, as CMK does for a tenant's keystore.
+func TestKeyProberLocalKeystore(t *testing.T) {
+	mgmt, ops := loadLocalKeystore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
 	// One keystore instance per tenant namespace, one key in each.
 	access := map[string]*structpb.Struct{}
 	keys := map[string]string{}
