@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -54,6 +55,25 @@ func (a *alertOptions) bind(fs *flag.FlagSet) {
 	fs.Int64Var(&a.whMaxResponseLen, "alerts-webhook-max-response-bytes", 64<<10, "Largest tenant webhook response read; larger answers fail the delivery.")
 }
 
+// newAlertHandler builds the alert handler both modes share: its metrics and, with --alertmanager-url, the
+// Alertmanager sender, added to the manager.
+func newAlertHandler(mgr manager.Manager, a alertOptions) (*alerts.Handler, logr.Logger, error) {
+	log := ctrl.Log.WithName("alerts")
+	m := alerts.NewMetrics(metrics.Registry)
+	h := &alerts.Handler{Log: log, Metrics: m}
+	if a.amURL != "" {
+		c, err := amclient.New(amclient.Options{URL: a.amURL, CAFile: a.amCAFile, BearerTokenFile: a.amTokenFile})
+		if err != nil {
+			return nil, log, fmt.Errorf("--alertmanager-url: %w", err)
+		}
+		h.AM = alerts.NewAMSink(alerts.AMOptions{Poster: c, GeneratorBase: a.generatorURL, QueueSize: a.queueSize, Log: log.WithName("alertmanager"), Metrics: m})
+		if err := mgr.Add(manager.RunnableFunc(h.AM.Run)); err != nil {
+			return nil, log, err
+		}
+	}
+	return h, log, nil
+}
+
 // setupAlerts adds the alert handler to the manager: the Alertmanager sender, the tenant webhook dispatcher (its
 // targets follow the WebHookNotification informer) and the Event source. Everything runs on the elected leader so
 // that replicas do not deliver each event several times.
@@ -62,24 +82,15 @@ func setupAlerts(ctx context.Context, mgr manager.Manager, o options) error {
 	if !a.enabled {
 		return nil
 	}
-	log := ctrl.Log.WithName("alerts")
-	m := alerts.NewMetrics(metrics.Registry)
-	h := &alerts.Handler{Log: log, Metrics: m}
-	if a.amURL != "" {
-		c, err := amclient.New(amclient.Options{URL: a.amURL, CAFile: a.amCAFile, BearerTokenFile: a.amTokenFile})
-		if err != nil {
-			return fmt.Errorf("--alertmanager-url: %w", err)
-		}
-		h.AM = alerts.NewAMSink(alerts.AMOptions{Poster: c, GeneratorBase: a.generatorURL, QueueSize: a.queueSize, Log: log.WithName("alertmanager"), Metrics: m})
-		if err := mgr.Add(manager.RunnableFunc(h.AM.Run)); err != nil {
-			return err
-		}
+	h, log, err := newAlertHandler(mgr, a)
+	if err != nil {
+		return err
 	}
 	h.Webhooks = alerts.NewDispatcher(alerts.WebhookOptions{
 		Client:  netguard.NewClient(netguard.ClientOptions{Timeout: a.whTimeout, MaxRedirects: -1, MaxResponseBytes: a.whMaxResponseLen}),
 		Secrets: alerts.KubeSecrets{Reader: mgr.GetAPIReader()}, Status: alerts.KubeStatus{Client: mgr.GetClient()},
 		DeadLetter: h.DeadLetter, Attempts: a.whAttempts, Rate: a.whRate, Burst: max(1, int(2*a.whRate)),
-		Concurrency: a.whConcurrency, QueuePerTarget: a.whQueue, Log: log.WithName("webhooks"), Metrics: m,
+		Concurrency: a.whConcurrency, QueuePerTarget: a.whQueue, Log: log.WithName("webhooks"), Metrics: h.Metrics,
 	})
 	if err := mgr.Add(manager.RunnableFunc(h.Webhooks.Run)); err != nil {
 		return err

@@ -1,15 +1,10 @@
 package main
 
 import (
-	"fmt"
-
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/apeirora/apeiro-cmk/pkg/alerts"
-	"github.com/apeirora/apeiro-cmk/pkg/alerts/amclient"
 	"github.com/apeirora/apeiro-cmk/pkg/kcp"
 	"github.com/apeirora/apeiro-cmk/pkg/netguard"
 )
@@ -23,18 +18,9 @@ func setupKCPAlerts(mgr manager.Manager, o options, base, watch *rest.Config, gr
 	if !a.enabled {
 		return nil
 	}
-	log := ctrl.Log.WithName("alerts")
-	m := alerts.NewMetrics(metrics.Registry)
-	h := &alerts.Handler{Log: log, Metrics: m}
-	if a.amURL != "" {
-		c, err := amclient.New(amclient.Options{URL: a.amURL, CAFile: a.amCAFile, BearerTokenFile: a.amTokenFile})
-		if err != nil {
-			return fmt.Errorf("--alertmanager-url: %w", err)
-		}
-		h.AM = alerts.NewAMSink(alerts.AMOptions{Poster: c, GeneratorBase: a.generatorURL, QueueSize: a.queueSize, Log: log.WithName("alertmanager"), Metrics: m})
-		if err := mgr.Add(manager.RunnableFunc(h.AM.Run)); err != nil {
-			return err
-		}
+	h, log, err := newAlertHandler(mgr, a)
+	if err != nil {
+		return err
 	}
 	ws, err := kcp.NewWorkspaceClients(base)
 	if err != nil {
@@ -44,7 +30,7 @@ func setupKCPAlerts(mgr manager.Manager, o options, base, watch *rest.Config, gr
 		Client:  netguard.NewClient(netguard.ClientOptions{Timeout: a.whTimeout, MaxRedirects: -1, MaxResponseBytes: a.whMaxResponseLen}),
 		Secrets: alerts.KCPSecrets{Workspaces: ws}, Status: alerts.KCPStatus{Workspaces: ws},
 		DeadLetter: h.DeadLetter, Attempts: a.whAttempts, Rate: a.whRate, Burst: max(1, int(2*a.whRate)),
-		Concurrency: a.whConcurrency, QueuePerTarget: a.whQueue, Log: log.WithName("webhooks"), Metrics: m,
+		Concurrency: a.whConcurrency, QueuePerTarget: a.whQueue, Log: log.WithName("webhooks"), Metrics: h.Metrics,
 	})
 	if err := mgr.Add(manager.RunnableFunc(h.Webhooks.Run)); err != nil {
 		return err
