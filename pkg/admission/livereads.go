@@ -178,22 +178,26 @@ func (r *BatchedReader) execute(k batchKey, b *batch) {
 		b.obj = b.proto
 		b.err = r.Reader.Get(ctx, client.ObjectKey{Namespace: k.namespace, Name: k.name}, b.obj)
 		cancel()
-		close(b.done)
 
+		// The queue is updated before the waiters wake, so that a caller that follows one of them sees this read
+		// as finished (and may refresh it), never as still in flight.
 		r.mu.Lock()
 		q := r.state[k]
 		if b.err == nil || apierrors.IsNotFound(b.err) {
 			q.last = b // a transient failure is never reused
 		}
-		b, q.next = q.next, nil
-		if b != nil {
-			b.started = time.Now()
+		next := q.next
+		q.next = nil
+		if next != nil {
+			next.started = time.Now()
 		}
-		q.current = b
-		if b == nil && q.last == nil {
+		q.current = next
+		if next == nil && q.last == nil {
 			delete(r.state, k)
 		}
 		r.mu.Unlock()
+		close(b.done)
+		b = next
 	}
 }
 
